@@ -1,0 +1,42 @@
+"""Experiment loggers from config: W&B (offline unless logged in) and CSV. `logger=none` for neither."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from lightning.pytorch.loggers import CSVLogger, WandbLogger
+
+
+def wandb_mode(mode: str | None = None) -> str:
+    """online/offline/disabled: explicit > $WANDB_MODE > online when an API key is known > offline."""
+    if mode:
+        return mode
+    if os.environ.get("WANDB_MODE"):
+        return os.environ["WANDB_MODE"]
+    if os.environ.get("WANDB_API_KEY"):
+        return "online"
+    netrc = Path.home() / ".netrc"
+    try:
+        if "api.wandb.ai" in netrc.read_text():
+            return "online"
+    except OSError:
+        pass
+    return "offline"
+
+
+def wandb(*, save_dir: str, run_id: str, config: dict, project: str = "actlab", entity: str | None = None,
+          mode: str | None = None, tags: list | None = None) -> WandbLogger:
+    """A WandbLogger whose run id follows run_id, so a resumed run continues the same W&B run."""
+    wid = "".join(c if c.isalnum() or c in "-_" else "_" for c in run_id)[-64:]
+    return WandbLogger(
+        project=project, entity=entity, name=run_id, id=wid, resume="allow", save_dir=save_dir,
+        mode=wandb_mode(mode), config=config, tags=list(tags or []),
+    )
+
+
+def csv(*, save_dir: str, run_id: str, config: dict, tags: list | None = None) -> CSVLogger:
+    """metrics.csv under `<run dir>/csv/`."""
+    logger = CSVLogger(save_dir=save_dir, name="csv", version="")
+    logger.log_hyperparams(config)
+    return logger

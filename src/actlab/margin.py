@@ -1,0 +1,117 @@
+"""HeLU margin schedules over training progress, and the callback that applies them every step.
+
+The paper keeps the margin fixed (`Constant`); the other schedules are ours. A schedule maps
+progress p in [0, 1] (global step / total steps) to a margin. With no HeLU in the model the
+callback does nothing and says so once.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+
+import lightning as L
+
+from actlab.activations import helu_modules
+
+log = logging.getLogger("actlab")
+
+
+@dataclass
+class Constant:
+    """The paper's setting: one margin for the whole run."""
+
+    value: float | None
+
+    def __call__(self, p: float) -> float | None:
+        return self.value
+
+
+@dataclass
+class Linear:
+    """Straight line from `start` (p = 0) to `end` (p = 1)."""
+
+    start: float
+    end: float = 0.0
+
+    def __call__(self, p: float) -> float:
+        return self.start + (self.end - self.start) * p
+
+
+@dataclass
+class Cosine:
+    """Half-cosine from `start` to `end`: slow at both ends."""
+
+    start: float
+    end: float = 0.0
+
+    def __call__(self, p: float) -> float:
+        return self.end + (self.start - self.end) * 0.5 * (1 + math.cos(math.pi * p))
+
+
+@dataclass
+class Step:
+    """`start`, multiplied by `gamma` at each milestone (fractions of training)."""
+
+    start: float
+    milestones: list[float] = field(default_factory=lambda: [0.5, 0.75])
+    gamma: float = 0.1
+
+    def __call__(self, p: float) -> float:
+        return self.start * self.gamma ** sum(p >= m for m in self.milestones)
+
+
+@dataclass
+class WarmupDecay:
+    """Linear rise from `start` to `peak` over the first `warmup` fraction, then linear decay to `end`."""
+
+    peak: float
+    warmup: float = 0.1
+    start: float = 0.0
+    end: float = 0.0
+
+    def __call__(self, p: float) -> float:
+        if p < self.warmup:
+            return self.start + (self.peak - self.start) * p / self.warmup
+        rest = (p - self.warmup) / max(1e-12, 1 - self.warmup)
+        return self.peak + (self.end - self.peak) * rest
+
+
+def _check(schedule) -> None:
+    for key in ("value", "start", "peak", "end", "warmup", "gamma"):
+        v = getattr(schedule, key, 0.0)
+        if v is not None and not isinstance(v, (int, float)):
+            raise ValueError(f"margin.{key} must be a number, got {v!r}")
+    warm = getattr(schedule, "warmup", None)
+    if warm is not None and not 0 < warm < 1:
+        raise ValueError(f"margin.warmup must be in (0, 1), got {warm}")
+
+
+class MarginScheduler(L.Callback):
+    """Sets every HeLU's margin from `schedule(progress)` before each training step; logs `margin`."""
+
+    def __init__(self, schedule):
+        _check(schedule)
+        self.schedule = schedule
+        self._modules: list = []
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._modules = helu_modules(pl_module)
+        if not self._modules:
+            log.info("margin schedule %s: no HeLU in the model, nothing to schedule", type(self.schedule).__name__)
+
+    def margin_at(self, trainer: L.Trainer) -> float | None:
+        total = trainer.estimated_stepping_batches
+        p = min(1.0, trainer.global_step / total) if total and math.isfinite(total) else 0.0
+        return self.schedule(p)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if not self._modules:
+            return
+        value = self.margin_at(trainer)
+        if value is None:
+            return
+        for m in self._modules:
+            m.margin = value
+        pl_module.log("margin", float(value), on_step=True, on_epoch=True, batch_size=1)

@@ -1,0 +1,86 @@
+"""Run identity: what in a resolved config defines a run, and the run_id derived from it.
+
+run_id = readable slug (dataset-model-activation[-m<margin>]-s<seed>) + 8 hex digits of a hash of
+the config's identity, so the same config always maps to the same run directory: a re-launched
+sweep finds its completed runs and its interrupted ones. Keys that do not change what is computed
+(paths, logging, progress bars, force/resume) are left out of the hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+# Top-level keys that never change results.
+_NOT_IDENTITY = {"paths", "force", "resume", "run_id", "logger", "tags", "hydra"}
+# Nested keys that never change results.
+_NOT_IDENTITY_NESTED = {
+    "trainer": {"enable_progress_bar", "log_every_n_steps", "enable_model_summary"},
+}
+
+
+def normalise(cfg: DictConfig) -> list[str]:
+    """Drop settings that do not apply (a margin for a non-HeLU activation); return what was dropped.
+
+    This is how a sweep `activation=relu,helu activation.margin=0.01,0.1` collapses: both ReLU jobs
+    normalise to the same config, hence the same run_id, and the second finds the first's record.
+    """
+    dropped = []
+    act = cfg.get("activation")
+    if act is not None and act.get("name") != "helu" and act.get("margin") is not None:
+        dropped.append(f"activation.margin={act.margin} (only helu uses a margin)")
+        with open_dict(cfg):
+            act.margin = None
+    return dropped
+
+
+def identity(cfg: DictConfig) -> dict:
+    """The resolved config minus keys that do not change results."""
+    data = OmegaConf.to_container(cfg, resolve=True)
+    data = {k: v for k, v in data.items() if k not in _NOT_IDENTITY}
+    for group, keys in _NOT_IDENTITY_NESTED.items():
+        if isinstance(data.get(group), dict):
+            data[group] = {k: v for k, v in data[group].items() if k not in keys}
+    return data
+
+
+def _name(node) -> str:
+    if node is None:
+        return "none"
+    if isinstance(node, (dict, DictConfig)):
+        return str(node.get("name") or "custom")
+    return str(node)
+
+
+def slug(cfg: DictConfig) -> str:
+    parts = [_name(cfg.get("dataset")).replace("/", "_"), _name(cfg.get("model")), _name(cfg.get("activation"))]
+    margin = cfg.get("activation", {}).get("margin") if cfg.get("activation") is not None else None
+    if margin is not None:
+        parts.append(f"m{margin:g}")
+    sched = cfg.get("margin")
+    if margin is not None and sched is not None and _name(sched) not in ("constant", "none"):
+        parts.append(_name(sched))
+    parts.append(f"s{cfg.get('seed', 0)}")
+    return "-".join(parts)
+
+
+def run_id(cfg: DictConfig) -> str:
+    """The configured run_id, else slug + hash of the identity of a normalised copy of `cfg`."""
+    if cfg.get("run_id"):
+        return str(cfg.run_id)
+    cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
+    normalise(cfg)
+    digest = hashlib.sha1(json.dumps(identity(cfg), sort_keys=True, default=str).encode()).hexdigest()[:8]
+    return f"{slug(cfg)}-{digest}"
+
+
+def _resolver(*, _root_: DictConfig) -> str:
+    return run_id(_root_)
+
+
+def register_resolver() -> None:
+    """`${actlab_run_id:}` in Hydra's output dirs, so each run's Hydra dir is its run dir."""
+    if not OmegaConf.has_resolver("actlab_run_id"):
+        OmegaConf.register_new_resolver("actlab_run_id", _resolver)

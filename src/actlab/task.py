@@ -1,0 +1,119 @@
+"""The classification LightningModule: cross-entropy, torchmetrics accuracy, optimizer + lr schedule.
+
+Metric names `train/loss`, `val/acc`, `test/acc` (and `*/acc_top5` when classes > 10) are a
+contract with configs, run records and reports.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+
+import lightning as L
+import numpy as np
+import torch
+from torch import nn
+from torchmetrics.classification import MulticlassAccuracy
+
+from actlab.activations import is_activation
+
+_NORMS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)
+
+
+def param_groups(model: nn.Module, weight_decay: float, decay_norm_and_bias: bool = False) -> list[dict]:
+    """Split parameters so weight decay skips norms, biases and activation parameters (PReLU slopes).
+
+    Decay on those shrinks scales and slopes toward zero, which is not regularisation we want
+    (He et al. 2015 train PReLU without decay); `decay_norm_and_bias=True` restores plain decay.
+    """
+    decay, no_decay = [], []
+    for module in model.modules():
+        for name, p in module.named_parameters(recurse=False):
+            if not p.requires_grad:
+                continue
+            skip = isinstance(module, _NORMS) or is_activation(module) or name == "bias" or p.ndim <= 1
+            (no_decay if skip and not decay_norm_and_bias else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+class Classifier(L.LightningModule):
+    """Image classification with any backbone that maps a batch of images to logits."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        num_classes: int,
+        optimizer: Callable,
+        scheduler: Callable | None = None,
+        label_smoothing: float = 0.0,
+        decay_norm_and_bias: bool = False,
+    ):
+        super().__init__()
+        self.model = model
+        self.num_classes = num_classes
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.decay_norm_and_bias = decay_norm_and_bias
+        self.loss_fn = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+        stages = ("train", "val", "test")
+        self.acc = nn.ModuleDict({s: MulticlassAccuracy(num_classes, top_k=1, average="micro") for s in stages})
+        self.top5 = None
+        if num_classes > 10:
+            self.top5 = nn.ModuleDict({s: MulticlassAccuracy(num_classes, top_k=5, average="micro") for s in stages})
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    def _step(self, batch, stage: str) -> torch.Tensor:
+        x, y = batch
+        logits = self(x)
+        loss = self.loss_fn(logits, y)
+        if stage == "train" and not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"loss is {loss.item()} at step {self.global_step}; lower optim.lr or try another margin"
+            )
+        n = y.shape[0]
+        self.log(f"{stage}/loss", loss, on_step=stage == "train", on_epoch=True, prog_bar=True, batch_size=n)
+        self.acc[stage](logits, y)
+        self.log(f"{stage}/acc", self.acc[stage], on_step=False, on_epoch=True, prog_bar=stage != "train")
+        if self.top5 is not None:
+            self.top5[stage](logits, y)
+            self.log(f"{stage}/acc_top5", self.top5[stage], on_step=False, on_epoch=True)
+        return loss
+
+    def training_step(self, batch, batch_idx):
+        return self._step(batch, "train")
+
+    def validation_step(self, batch, batch_idx):
+        self._step(batch, "val")
+
+    def test_step(self, batch, batch_idx):
+        self._step(batch, "test")
+
+    def configure_optimizers(self):
+        wd = self.optimizer_factory.keywords.get("weight_decay", 0.0)
+        opt = self.optimizer_factory(param_groups(self.model, wd, self.decay_norm_and_bias))
+        if self.scheduler_factory is None:
+            return opt
+        sched = self.scheduler_factory(opt, total_steps=int(self.trainer.estimated_stepping_batches))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    # RNG state travels with checkpoints so a resumed run draws the same augmentations and dropout
+    # masks as an uninterrupted one (Lightning restores model/optimizer/loops, not RNGs).
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        np_state = np.random.get_state()
+        checkpoint["actlab_rng"] = {
+            "torch": torch.get_rng_state(),
+            "python": list(random.getstate()[1]),
+            "python_pos": random.getstate()[2],
+            "numpy": torch.from_numpy(np_state[1].astype(np.int64)),
+            "numpy_pos": int(np_state[2]),
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        rng = checkpoint.get("actlab_rng")
+        if not rng:
+            return
+        torch.set_rng_state(rng["torch"])
+        random.setstate((3, tuple(rng["python"]), rng["python_pos"]))
+        np.random.set_state(("MT19937", rng["numpy"].numpy().astype(np.uint32), rng["numpy_pos"], 0, 0.0))

@@ -1,0 +1,240 @@
+"""The training entry: compose a config, build data + model + activation, fit, test, record.
+
+    actlab-train                                     # Fashion-MNIST, small ResNet, ReLU, CPU
+    actlab-train model=mlp activation=helu activation.margin=0.05 seed=1
+    actlab-train -m activation=relu,gelu,helu seed=0,1,2     # a sweep (see hydra/launcher)
+    actlab-train --cfg job                           # print the composed config
+
+Every run leaves `<paths.runs_dir>/<run_id>/record.json` (see actlab.records), whatever the logger.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import sys
+import time
+from pathlib import Path
+
+import hydra
+import lightning as L
+import torch
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from actlab import records, runid
+from actlab.history import History
+from actlab.margin import MarginScheduler
+
+log = logging.getLogger("actlab")
+runid.register_resolver()
+
+# Errors that are the user's input, not a bug: reported in one line, without a traceback.
+USER_ERRORS = (ValueError, FileNotFoundError, FloatingPointError, TypeError, KeyError)
+
+
+class RunSkipped(Exception):
+    """The run_id already completed (or runs elsewhere right now); nothing to do."""
+
+
+def _build(node, **kwargs):
+    """instantiate() a config node, minus its descriptive `name` key; None for an empty/none group."""
+    if node is None or "_target_" not in node:
+        return None
+    keys = [k for k in node if k != "name"] if "name" in node and node._target_ != "actlab.activations.factory" else list(node)
+    return instantiate(OmegaConf.masked_copy(node, keys), **kwargs)
+
+
+def _unwrap(err: BaseException) -> BaseException:
+    """The user's error inside Hydra's InstantiationException wrapper."""
+    while isinstance(err, InstantiationException) and err.__cause__ is not None:
+        err = err.__cause__
+    return err
+
+
+def _validate(cfg: DictConfig) -> None:
+    if not isinstance(cfg.get("seed"), int) or isinstance(cfg.get("seed"), bool):
+        raise ValueError(f"seed must be an integer, got {cfg.get('seed')!r}")
+
+
+@contextlib.contextmanager
+def _lock(run_dir: Path):
+    """Hold `<run_dir>/.lock` while running, so two sweep jobs with one run_id never run it twice."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / ".lock"
+    me = f"{socket.gethostname()}:{os.getpid()}"
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        owner = path.read_text().strip() if path.exists() else ""
+        host, _, pid = owner.partition(":")
+        alive = host == socket.gethostname() and pid.isdigit() and _alive(int(pid))
+        if alive or (host and host != socket.gethostname()):
+            raise RunSkipped(f"{run_dir.name} is running in {owner}") from None
+        path.unlink(missing_ok=True)  # stale lock of a killed process on this host
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    os.write(fd, me.encode())
+    os.close(fd)
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _materialise(model: torch.nn.Module, in_channels: int, image_size: int) -> None:
+    """One eval-mode forward so lazy parameters (per-channel PReLU) exist before the optimizer."""
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        model(torch.zeros(2, in_channels, image_size, image_size))
+    model.train(was_training)
+
+
+def run(cfg: DictConfig) -> dict:
+    """Train and test one configuration; returns its record (also written to disk)."""
+    dropped = runid.normalise(cfg)
+    for d in dropped:
+        log.info("ignoring %s", d)
+    _validate(cfg)
+    rid = runid.run_id(cfg)
+    run_dir = Path(cfg.paths.runs_dir) / rid
+    previous = records.read(run_dir)
+    if previous and previous.get("status") == "completed" and not cfg.force:
+        raise RunSkipped(f"{rid} already completed ({run_dir / records.RECORD}); force=true reruns it")
+
+    config = OmegaConf.to_container(cfg, resolve=True)
+    with _lock(run_dir):
+        return _fit(cfg, rid, run_dir, config, previous)
+
+
+def _fit(cfg: DictConfig, rid: str, run_dir: Path, config: dict, previous: dict | None) -> dict:
+    rank_zero = int(os.environ.get("LOCAL_RANK", 0)) == 0 and int(os.environ.get("NODE_RANK", 0)) == 0
+    record = records.RunRecord(run_dir, rid, config)
+    if rank_zero:
+        record.save()
+    t0 = time.perf_counter()
+    logger = None
+    try:
+        L.seed_everything(cfg.seed, workers=True, verbose=False)
+        dm = _build(cfg.dataset)
+        act = _build(cfg.activation)
+        model = _build(cfg.model, num_classes=dm.num_classes, in_channels=dm.in_channels,
+                       image_size=dm.image_size, act=act)
+        _materialise(model, dm.in_channels, dm.image_size)
+        task = _build(cfg.task, model=model, num_classes=dm.num_classes,
+                      optimizer=_build(cfg.optim), scheduler=_build(cfg.scheduler))
+
+        history = History(on_epoch=lambda rows: record.update(history=rows, dead=_dead(monitor)))
+        monitor = _build(cfg.monitor, out_dir=str(run_dir))
+        ckpt_dir = run_dir / "checkpoints"
+        callbacks = [
+            MarginScheduler(_build(cfg.margin)),
+            history,
+            L.pytorch.callbacks.ModelCheckpoint(dirpath=ckpt_dir, filename="last", save_top_k=1,
+                                                enable_version_counter=False),
+        ]
+        if monitor is not None:
+            callbacks.append(monitor)
+        logger = _build(cfg.logger, save_dir=str(run_dir), run_id=rid, config=config,
+                        **({"tags": list(cfg.tags)} if cfg.logger and "_target_" in cfg.logger else {}))
+        trainer = _build(cfg.trainer, callbacks=callbacks, logger=logger or False, default_root_dir=str(run_dir))
+
+        last = ckpt_dir / "last.ckpt"
+        resume_from = str(last) if cfg.resume and last.exists() and previous is not None else None
+        if resume_from:
+            log.info("resuming %s from %s", rid, last)
+        t_fit = time.perf_counter()
+        trainer.fit(task, datamodule=dm, ckpt_path=resume_from, weights_only=False)
+        fit_s = time.perf_counter() - t_fit
+        t_test = time.perf_counter()
+        trainer.test(task, datamodule=dm, verbose=False)
+        test_s = time.perf_counter() - t_test
+
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if "/" in k and not k.endswith("_step")}
+        metrics = {k.removesuffix("_epoch"): v for k, v in metrics.items()}
+        timings = {**record.data["timings"], "wall_s": time.perf_counter() - t0, "fit_s": fit_s, "test_s": test_s,
+                   "epochs_run": history.epochs_run,
+                   "s_per_epoch": fit_s / history.epochs_run if history.epochs_run else None,
+                   "resumed_from": resume_from}
+        files = {"checkpoint": "checkpoints/last.ckpt"}
+        if (run_dir / "preact_hist.json").exists():
+            files["preact_hist"] = "preact_hist.json"
+        if rank_zero:
+            record.finish("completed", metrics=metrics, history=history.rows, dead=_dead(monitor),
+                          timings=timings, files=files)
+        _finish_wandb(logger, 0)
+        return record.data
+    except BaseException as e:  # KeyboardInterrupt too: the record must say the run did not finish
+        err = _unwrap(e)
+        if rank_zero:
+            record.data["timings"]["wall_s"] = time.perf_counter() - t0
+            record.finish("failed", error=f"{type(err).__name__}: {err}")
+        _finish_wandb(logger, 1)
+        if err is not e:
+            raise err from None
+        raise
+
+
+def _dead(monitor) -> dict:
+    return monitor.state() if monitor is not None and hasattr(monitor, "state") else {}
+
+
+def _finish_wandb(logger, exit_code: int) -> None:
+    """Close the W&B run on every exit path (failures and multirun jobs included)."""
+    if logger is None or type(logger).__name__ != "WandbLogger":
+        return
+    import wandb
+
+    if wandb.run is not None:
+        wandb.finish(exit_code=exit_code)
+
+
+@hydra.main(config_path="conf", config_name="train", version_base="1.3")
+def _hydra_main(cfg: DictConfig) -> float | None:
+    multirun = _is_multirun()
+    try:
+        rec = run(cfg)
+    except RunSkipped as e:
+        print(f"actlab-train: skipped: {e}", file=sys.stderr)
+        return None
+    except USER_ERRORS as e:
+        print(f"actlab-train: error: {e}", file=sys.stderr)
+        if multirun:  # crash isolation: the record says failed; the sweep goes on
+            return None
+        sys.exit(1)
+    metrics = rec.get("metrics", {})
+    print(f"actlab-train: {rec['run_id']} test/acc={metrics.get('test/acc', float('nan')):.4f} "
+          f"record: {Path(cfg.paths.runs_dir) / rec['run_id'] / records.RECORD}")
+    return metrics.get("test/acc")
+
+
+def _is_multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+
+    try:
+        return HydraConfig.get().mode.name == "MULTIRUN"
+    except ValueError:
+        return False
+
+
+def main() -> None:
+    """Console entry point `actlab-train`."""
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    _hydra_main()
+
+
+if __name__ == "__main__":
+    main()
