@@ -1,0 +1,51 @@
+# actlab: `make demo` runs the main job, `make test` passes the tests. Both set everything up first.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
+
+.PHONY: install data test test-fast lint demo bench figures lock clean
+
+install: $(STAMP)
+
+# The venv is rebuilt only when the lock or pyproject changes, so a second `make install` is instant.
+$(STAMP): requirements.lock pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check -r requirements.lock
+	$(BIN)/pip install -q --disable-pip-version-check --no-deps -e .
+	touch $(STAMP)
+
+# Fashion-MNIST's official IDX files, from Debian (the offline data set the demo and tests use).
+data: $(FMNIST)
+$(FMNIST):
+	$(SUDO) apt-get update -qq
+	$(SUDO) apt-get install -y -qq dataset-fashion-mnist
+
+test: $(STAMP) $(FMNIST)
+	$(OFFLINE) WANDB_MODE=disabled $(BIN)/python -m pytest -n 2 --dist loadfile -q
+
+test-fast: $(STAMP) $(FMNIST)
+	$(OFFLINE) WANDB_MODE=disabled $(BIN)/python -m pytest -n 2 --dist loadfile -q -m "not slow"
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests
+
+demo: $(STAMP) $(FMNIST)
+	$(OFFLINE) $(BIN)/python -m actlab.demo
+
+bench: $(STAMP)
+	$(OFFLINE) $(BIN)/actlab bench activations
+	$(OFFLINE) $(BIN)/actlab bench monitor
+
+figures: $(STAMP)
+	$(BIN)/actlab figures
+
+lock: $(STAMP)
+	$(BIN)/pip freeze --exclude-editable | grep -v '^actlab' > requirements.lock.new
+	mv requirements.lock.new requirements.lock
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

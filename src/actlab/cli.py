@@ -1,0 +1,56 @@
+"""`actlab <command>`: everything except training (which is `actlab-train`).
+
+    actlab summarize [RUNS_DIR]          # comparison tables into results/tables/
+    actlab figures [RUNS_DIR]            # the paper's figures into results/figures/
+    actlab bench activations|monitor|inference|summarize   # benchmarks into results/bench/
+
+Each command lives in its own module exposing add_arguments(parser) and run(args) -> exit code;
+modules are imported only when their command runs, so `actlab --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+COMMANDS = {
+    "summarize": ("actlab.report.summarize", "comparison tables from run records"),
+    "figures": ("actlab.report.figures", "the paper's figures from run records and benchmarks"),
+}
+BENCHMARKS = {
+    "activations": ("actlab.bench.activations", "activation op and ResNet-18 step: time and saved memory"),
+    "monitor": ("actlab.bench.monitor", "dead-neuron monitor overhead on a ResNet-18 training step"),
+    "inference": ("actlab.bench.inference", "HF models: original activation vs ReLU (= HeLU at inference)"),
+    "summarize": ("actlab.bench.summarize", "summarize speed on 10,000 synthetic records"),
+}
+
+
+def _add(sub, name: str, module: str, help_: str, argv: list[str]) -> None:
+    parser = sub.add_parser(name, help=help_, description=help_)
+    parser.set_defaults(_module=module)
+    # Import only the module whose command is on the command line (help listings need none).
+    if name in argv:
+        importlib.import_module(module).add_arguments(parser)
+
+
+def parser(argv: list[str]) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="actlab", description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    for name, (module, help_) in COMMANDS.items():
+        _add(sub, name, module, help_, argv[:1])
+    bench = sub.add_parser("bench", help="benchmarks, written to results/bench/")
+    bench_sub = bench.add_subparsers(dest="benchmark", required=True)
+    for name, (module, help_) in BENCHMARKS.items():
+        _add(bench_sub, name, module, help_, argv[1:2] if argv[:1] == ["bench"] else [])
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = parser(argv).parse_args(argv)
+    return int(importlib.import_module(args._module).run(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
