@@ -56,10 +56,12 @@ class Classifier(L.LightningModule):
         self.decay_norm_and_bias = decay_norm_and_bias
         self.loss_fn = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
         stages = ("train", "val", "test")
-        self.acc = nn.ModuleDict({s: MulticlassAccuracy(num_classes, top_k=1, average="micro") for s in stages})
-        self.top5 = None
-        if num_classes > 10:
-            self.top5 = nn.ModuleDict({s: MulticlassAccuracy(num_classes, top_k=5, average="micro") for s in stages})
+        # ModuleDict keys cannot be "train" (nn.Module.train), hence the "_acc" suffixes.
+        self.metrics = nn.ModuleDict()
+        for s in stages:
+            self.metrics[f"{s}_acc"] = MulticlassAccuracy(num_classes, top_k=1, average="micro")
+            if num_classes > 10:
+                self.metrics[f"{s}_acc_top5"] = MulticlassAccuracy(num_classes, top_k=5, average="micro")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
@@ -74,11 +76,11 @@ class Classifier(L.LightningModule):
             )
         n = y.shape[0]
         self.log(f"{stage}/loss", loss, on_step=stage == "train", on_epoch=True, prog_bar=True, batch_size=n)
-        self.acc[stage](logits, y)
-        self.log(f"{stage}/acc", self.acc[stage], on_step=False, on_epoch=True, prog_bar=stage != "train")
-        if self.top5 is not None:
-            self.top5[stage](logits, y)
-            self.log(f"{stage}/acc_top5", self.top5[stage], on_step=False, on_epoch=True)
+        for name in ("acc", "acc_top5"):
+            metric = self.metrics[f"{stage}_{name}"] if f"{stage}_{name}" in self.metrics else None
+            if metric is not None:
+                metric(logits, y)
+                self.log(f"{stage}/{name}", metric, on_step=False, on_epoch=True, prog_bar=name == "acc")
         return loss
 
     def training_step(self, batch, batch_idx):

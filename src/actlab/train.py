@@ -44,8 +44,10 @@ def _build(node, **kwargs):
     """instantiate() a config node, minus its descriptive `name` key; None for an empty/none group."""
     if node is None or "_target_" not in node:
         return None
-    keys = [k for k in node if k != "name"] if "name" in node and node._target_ != "actlab.activations.factory" else list(node)
-    return instantiate(OmegaConf.masked_copy(node, keys), **kwargs)
+    spec = OmegaConf.to_container(node, resolve=True)  # resolved against the whole config
+    if spec["_target_"] != "actlab.activations.factory":  # the factory's `name` is its argument
+        spec.pop("name", None)
+    return instantiate(spec, **kwargs)
 
 
 def _unwrap(err: BaseException) -> BaseException:
@@ -202,7 +204,11 @@ def _finish_wandb(logger, exit_code: int) -> None:
         wandb.finish(exit_code=exit_code)
 
 
-@hydra.main(config_path="conf", config_name="train", version_base="1.3")
+# An absolute path works for an editable install (conf/ via the src/actlab/conf symlink) and a wheel.
+CONF_DIR = str(Path(__file__).resolve().parent / "conf")
+
+
+@hydra.main(config_path=CONF_DIR, config_name="train", version_base="1.3")
 def _hydra_main(cfg: DictConfig) -> float | None:
     multirun = _is_multirun()
     try:
