@@ -16,6 +16,7 @@ import os
 import socket
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import hydra
@@ -105,8 +106,11 @@ def _materialise(model: torch.nn.Module, in_channels: int, image_size: int) -> N
     model.train(was_training)
 
 
-def run(cfg: DictConfig) -> dict:
-    """Train and test one configuration; returns its record (also written to disk)."""
+def run(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> dict:
+    """Train and test one configuration; returns its record (also written to disk).
+
+    `callbacks` are added to the trainer's (for scripts and tests; configs cannot reach them).
+    """
     dropped = runid.normalise(cfg)
     for d in dropped:
         log.info("ignoring %s", d)
@@ -119,10 +123,11 @@ def run(cfg: DictConfig) -> dict:
 
     config = OmegaConf.to_container(cfg, resolve=True)
     with _lock(run_dir):
-        return _fit(cfg, rid, run_dir, config, previous)
+        return _fit(cfg, rid, run_dir, config, previous, list(callbacks))
 
 
-def _fit(cfg: DictConfig, rid: str, run_dir: Path, config: dict, previous: dict | None) -> dict:
+def _fit(cfg: DictConfig, rid: str, run_dir: Path, config: dict, previous: dict | None,
+         extra: list[L.Callback]) -> dict:
     rank_zero = int(os.environ.get("LOCAL_RANK", 0)) == 0 and int(os.environ.get("NODE_RANK", 0)) == 0
     record = records.RunRecord(run_dir, rid, config)
     if rank_zero:
@@ -150,23 +155,25 @@ def _fit(cfg: DictConfig, rid: str, run_dir: Path, config: dict, previous: dict 
         ]
         if monitor is not None:
             callbacks.append(monitor)
+        callbacks += extra
         logger = _build(cfg.logger, save_dir=str(run_dir), run_id=rid, config=config,
                         **({"tags": list(cfg.tags)} if cfg.logger and "_target_" in cfg.logger else {}))
         trainer = _build(cfg.trainer, callbacks=callbacks, logger=logger or False, default_root_dir=str(run_dir))
 
         last = ckpt_dir / "last.ckpt"
-        resume_from = str(last) if cfg.resume and last.exists() and previous is not None else None
+        # Resume only what was interrupted; force=true starts over.
+        interrupted = previous is not None and previous.get("status") != "completed"
+        resume_from = str(last) if cfg.resume and not cfg.force and interrupted and last.exists() else None
         if resume_from:
             log.info("resuming %s from %s", rid, last)
         t_fit = time.perf_counter()
         trainer.fit(task, datamodule=dm, ckpt_path=resume_from, weights_only=False)
         fit_s = time.perf_counter() - t_fit
+        metrics = _final(trainer.callback_metrics)  # train/* and val/* of the last epoch
         t_test = time.perf_counter()
         trainer.test(task, datamodule=dm, verbose=False)
         test_s = time.perf_counter() - t_test
-
-        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if "/" in k and not k.endswith("_step")}
-        metrics = {k.removesuffix("_epoch"): v for k, v in metrics.items()}
+        metrics.update(_final(trainer.callback_metrics))
         timings = {**record.data["timings"], "wall_s": time.perf_counter() - t0, "fit_s": fit_s, "test_s": test_s,
                    "epochs_run": history.epochs_run,
                    "s_per_epoch": fit_s / history.epochs_run if history.epochs_run else None,
@@ -188,6 +195,15 @@ def _fit(cfg: DictConfig, rid: str, run_dir: Path, config: dict, previous: dict 
         if err is not e:
             raise err from None
         raise
+
+
+def _final(callback_metrics: dict) -> dict:
+    """Epoch-level `stage/name` metrics as floats (`*_step` values dropped, `_epoch` suffixes removed)."""
+    out = {}
+    for k, v in callback_metrics.items():
+        if "/" in k and not k.endswith("_step"):
+            out[k.removesuffix("_epoch")] = float(v)
+    return out
 
 
 def _dead(monitor) -> dict:
