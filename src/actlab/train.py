@@ -26,7 +26,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from actlab import records, runid
+from actlab import records, runid, sweep
 from actlab.history import History
 from actlab.margin import MarginScheduler
 
@@ -122,13 +122,23 @@ def run(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> dict:
         raise RunSkipped(f"{rid} already completed ({run_dir / records.RECORD}); force=true reruns it")
 
     config = OmegaConf.to_container(cfg, resolve=True)
+    if _rank() != 0:  # DDP ranks > 0 share rank 0's run dir; only rank 0 locks and writes the record
+        return _fit(cfg, rid, run_dir, config, previous, list(callbacks))
     with _lock(run_dir):
         return _fit(cfg, rid, run_dir, config, previous, list(callbacks))
 
 
+def _rank() -> int:
+    """Global rank from the launcher's environment (Lightning DDP, torchrun, SLURM); 0 when alone."""
+    for key in ("RANK", "SLURM_PROCID", "LOCAL_RANK"):
+        if os.environ.get(key, "").isdigit():
+            return int(os.environ[key]) + (int(os.environ.get("NODE_RANK", 0)) if key == "LOCAL_RANK" else 0)
+    return 0
+
+
 def _fit(cfg: DictConfig, rid: str, run_dir: Path, config: dict, previous: dict | None,
          extra: list[L.Callback]) -> dict:
-    rank_zero = int(os.environ.get("LOCAL_RANK", 0)) == 0 and int(os.environ.get("NODE_RANK", 0)) == 0
+    rank_zero = _rank() == 0
     record = records.RunRecord(run_dir, rid, config)
     if rank_zero:
         record.save()
@@ -227,20 +237,56 @@ CONF_DIR = str(Path(__file__).resolve().parent / "conf")
 @hydra.main(config_path=CONF_DIR, config_name="train", version_base="1.3")
 def _hydra_main(cfg: DictConfig) -> float | None:
     multirun = _is_multirun()
+    rid = None
     try:
-        rec = run(cfg)
+        rid = runid.run_id(cfg)
+        with _job_context(multirun):
+            rec = run(cfg)
     except RunSkipped as e:
         print(f"actlab-train: skipped: {e}", file=sys.stderr)
+        sweep.note(rid, "skipped")
         return None
-    except USER_ERRORS as e:
-        print(f"actlab-train: error: {e}", file=sys.stderr)
-        if multirun:  # crash isolation: the record says failed; the sweep goes on
+    except Exception as e:  # the record already says failed, with the error
+        err = _unwrap(e)
+        sweep.note(rid or "?", "failed", f"{type(err).__name__}: {err}")
+        if isinstance(err, USER_ERRORS):
+            print(f"actlab-train: error: {err}", file=sys.stderr)
+        elif multirun:  # crash isolation: keep the traceback in the log, let the sweep go on
+            log.exception("run %s failed", rid)
+        else:
+            raise
+        if multirun:
             return None
         sys.exit(1)
+    sweep.note(rec["run_id"], "completed")
     metrics = rec.get("metrics", {})
     print(f"actlab-train: {rec['run_id']} test/acc={metrics.get('test/acc', float('nan')):.4f} "
           f"record: {Path(cfg.paths.runs_dir) / rec['run_id'] / records.RECORD}")
     return metrics.get("test/acc")
+
+
+@contextlib.contextmanager
+def _job_context(multirun: bool):
+    """Per-job settings of a sweep: torch threads shared fairly between parallel jobs, and a sys.argv
+    holding only this job's overrides, because Lightning's DDP launcher re-runs sys.argv for ranks > 0
+    (with the sweep's `-m a=1,2` it would start the whole sweep again in every rank)."""
+    if not multirun:
+        yield
+        return
+    from hydra.core.hydra_config import HydraConfig
+
+    hc = HydraConfig.get()
+    n_jobs = hc.launcher.get("n_jobs") if "joblib" in str(hc.launcher.get("_target_", "")) else None
+    threads = torch.get_num_threads()
+    if n_jobs and n_jobs > 0:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // n_jobs))
+    argv = sys.argv
+    sys.argv = [argv[0], *hc.overrides.task]
+    try:
+        yield
+    finally:
+        sys.argv = argv
+        torch.set_num_threads(threads)
 
 
 def _is_multirun() -> bool:
@@ -253,9 +299,23 @@ def _is_multirun() -> bool:
 
 
 def main() -> None:
-    """Console entry point `actlab-train`."""
+    """Console entry point `actlab-train`; a sweep (-m) exits non-zero when any of its runs failed."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if not sweep.is_multirun_argv() or _rank() != 0:
+        _hydra_main()
+        return
+    runs_dir = _runs_dir_from_argv(sys.argv[1:])
+    path = sweep.start(runs_dir)
     _hydra_main()
+    sys.exit(sweep.report(path))
+
+
+def _runs_dir_from_argv(argv: list[str]) -> str:
+    """Where the sweep log goes: paths.runs_dir / paths.results_dir overrides, else results/runs."""
+    values = dict(a.split("=", 1) for a in argv if "=" in a and not a.startswith("-"))
+    if "paths.runs_dir" in values:
+        return values["paths.runs_dir"]
+    return str(Path(values.get("paths.results_dir", "results")) / "runs")
 
 
 if __name__ == "__main__":
