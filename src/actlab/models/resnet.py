@@ -2,8 +2,8 @@
 
 CIFAR variant: 3x3 stride-1 stem and no max-pool, so 32x32 inputs keep resolution into stage 1;
 stage widths double from `width`, stages 2.. downsample by 2. `resnet18()` is the classic
-CIFAR ResNet-18 (11,173,962 parameters for 10 classes); `resnet_small()` is a quarter-width
-ResNet-10 for quick CPU runs.
+CIFAR ResNet-18 (11,173,962 parameters for 10 classes); `resnet_small()` (3 stages of one
+block, widths 16-64, as conf/model/resnet_small.yaml) is a small CNN for quick CPU runs.
 
     model = resnet18(num_classes=10, in_channels=3, image_size=32, act=nn.GELU)
 """
@@ -74,7 +74,10 @@ class ResNet(nn.Module):
             out_ch = width * 2**i
             stride = 1 if i == 0 else 2
             stage = nn.Sequential(
-                *(BasicBlock(in_ch if j == 0 else out_ch, out_ch, stride if j == 0 else 1, act) for j in range(n))
+                *(
+                    BasicBlock(in_ch if j == 0 else out_ch, out_ch, stride if j == 0 else 1, act)
+                    for j in range(n)
+                )
             )
             self.add_module(f"layer{i + 1}", stage)  # torchvision-style names: layer1.0.act1
             in_ch = out_ch
@@ -91,7 +94,9 @@ class ResNet(nn.Module):
         return self.fc(torch.flatten(self.pool(x), 1))
 
 
-def resnet18(num_classes: int, in_channels: int, image_size: int, act: ActFactory = nn.ReLU, width: int = 64) -> ResNet:
+def resnet18(
+    num_classes: int, in_channels: int, image_size: int, act: ActFactory = nn.ReLU, width: int = 64
+) -> ResNet:
     """CIFAR ResNet-18: blocks (2,2,2,2), widths 64-512; 17 activation sites."""
     return ResNet(num_classes, in_channels, image_size, act, blocks=(2, 2, 2, 2), width=width)
 
@@ -99,12 +104,16 @@ def resnet18(num_classes: int, in_channels: int, image_size: int, act: ActFactor
 def resnet_small(
     num_classes: int, in_channels: int, image_size: int, act: ActFactory = nn.ReLU, width: int = 16
 ) -> ResNet:
-    """ResNet-10 at quarter width (blocks (1,1,1,1), widths 16-128, ~0.31M params): minutes on CPU."""
-    return ResNet(num_classes, in_channels, image_size, act, blocks=(1, 1, 1, 1), width=width)
+    """blocks (1,1,1), widths 16-64: 78,042 params, 7 activation sites; minutes per epoch on CPU."""
+    return ResNet(num_classes, in_channels, image_size, act, blocks=(1, 1, 1), width=width)
 
 
 def _check_common(num_classes: int, in_channels: int, image_size: int) -> None:
-    for key, value in (("num_classes", num_classes), ("in_channels", in_channels), ("image_size", image_size)):
+    for key, value in (
+        ("num_classes", num_classes),
+        ("in_channels", in_channels),
+        ("image_size", image_size),
+    ):
         if int(value) < 1:
             raise ValueError(f"model.{key} must be >= 1, got {value}")
 

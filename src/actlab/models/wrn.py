@@ -58,7 +58,11 @@ class WideResNet(nn.Module):
         dropout: float = 0.0,
     ):
         super().__init__()
-        for key, value in (("num_classes", num_classes), ("in_channels", in_channels), ("image_size", image_size)):
+        for key, value in (
+            ("num_classes", num_classes),
+            ("in_channels", in_channels),
+            ("image_size", image_size),
+        ):
             if value < 1:
                 raise ValueError(f"model.{key} must be >= 1, got {value}")
         if depth < 10 or (depth - 4) % 6:
@@ -75,7 +79,10 @@ class WideResNet(nn.Module):
         for g, out_ch in enumerate(widths):
             stride = 1 if g == 0 else 2
             group = nn.Sequential(
-                *(WideBlock(in_ch if j == 0 else out_ch, out_ch, stride if j == 0 else 1, dropout, act) for j in range(n))
+                *(
+                    WideBlock(in_ch if j == 0 else out_ch, out_ch, stride if j == 0 else 1, dropout, act)
+                    for j in range(n)
+                )
             )
             self.add_module(f"block{g + 1}", group)  # names follow the authors' code: block2.3.act1
             in_ch = out_ch
