@@ -15,10 +15,11 @@ import numpy as np
 import pytest
 import torch
 from hydra.utils import instantiate
-from torch.utils.data import RandomSampler, SequentialSampler
+from torch.utils.data import SequentialSampler
 from torchvision.datasets import CIFAR10, FashionMNIST
 
 from actlab.data import base, vision
+from actlab.data.base import EpochShuffle
 from actlab.data.vision import CIFAR10Data, CIFAR100Data, FashionMNISTData, ImagenetteData
 
 from formats import index_of, pixel, write_cifar10, write_fashion_mnist, write_idx
@@ -187,12 +188,17 @@ def test_train_loader_shuffles_reproducibly_and_eval_loaders_do_not(fashion_dir)
     def order(seed, epochs=1):
         dm = FashionMNISTData(data_dir=str(fashion_dir), batch_size=32, shuffle_seed=seed, download=False)
         loader = dm.train_dataloader()
-        return [index_of(v) for _ in range(epochs) for v in raw_values(batches(loader)[0], dm)[:, 0]], dm
+        out = []
+        for epoch in range(epochs):  # as Lightning does before each epoch
+            loader.sampler.set_epoch(epoch)
+            out += [index_of(v) for v in raw_values(batches(loader)[0], dm)[:, 0]]
+        return out, dm
 
     (a, dm), (b, _), (c, _) = order(3, epochs=2), order(3, epochs=2), order(4)
     assert a == b and a[:180] != c and sorted(a[:180]) == sorted(dm.train_dataset.indices)
     assert a[:180] != a[180:]  # a new order each epoch
-    assert isinstance(dm.train_dataloader().sampler, RandomSampler)
+    assert a[180:] == order(3, epochs=2)[0][180:]  # epoch 2's order depends only on (seed, epoch): resumable
+    assert isinstance(dm.train_dataloader().sampler, EpochShuffle)
     assert isinstance(dm.val_dataloader().sampler, SequentialSampler)
     assert (
         not dm.val_dataloader().persistent_workers

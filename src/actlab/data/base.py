@@ -17,7 +17,7 @@ from typing import Any
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision.transforms import v2
 
 
@@ -181,7 +181,6 @@ class VisionDataModule(L.LightningDataModule):
         self.train_dataset: Dataset | None = None
         self.val_dataset: Dataset | None = None
         self.test_dataset: Dataset | None = None
-        self._generator: torch.Generator | None = None
 
     # -- what a dataset provides
     def _locate(self, download: bool) -> Any:
@@ -244,12 +243,10 @@ class VisionDataModule(L.LightningDataModule):
     def _loader(self, dataset: Dataset, train: bool) -> DataLoader:
         kwargs: dict[str, Any] = {}
         if train:
-            if self._generator is None:  # created once, so each epoch draws a new order from it
-                seed = self.shuffle_seed if self.shuffle_seed is not None else torch.initial_seed()
-                self._generator = torch.Generator().manual_seed(seed)
+            seed = self.shuffle_seed if self.shuffle_seed is not None else torch.initial_seed()
             # A final batch of exactly one example would crash BatchNorm in training mode: drop only that.
             drop_last = len(dataset) > 1 and len(dataset) % self.batch_size == 1
-            kwargs = dict(shuffle=True, generator=self._generator, drop_last=drop_last)
+            kwargs = dict(sampler=EpochShuffle(len(dataset), seed), drop_last=drop_last)
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
@@ -271,6 +268,24 @@ class VisionDataModule(L.LightningDataModule):
     def test_dataloader(self) -> DataLoader:
         self.setup()
         return self._loader(self.test_dataset, train=False)
+
+
+class EpochShuffle(Sampler[int]):
+    """A random order that depends only on (seed, epoch): Lightning calls set_epoch before each epoch,
+    so a run resumed from a checkpoint at epoch k sees the same orders as an uninterrupted one."""
+
+    def __init__(self, n: int, seed: int):
+        self.n, self.seed, self.epoch = n, int(seed) % 2**63, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed + self.epoch)
+        return iter(torch.randperm(self.n, generator=g).tolist())
 
 
 def _first(n: int, limit: int | None) -> int:
