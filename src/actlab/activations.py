@@ -21,13 +21,16 @@ log = logging.getLogger("actlab")
 # Bit order for packing 8 booleans into a byte (bit k = element k of each group of 8).
 _SHIFTS = torch.arange(8, dtype=torch.uint8)
 # Multiplying a little-endian int64 holding 8 bytes of 0/1 by this moves byte k's bit to bit 56 + k,
-# with no carries (every partial product lands on a distinct bit), so `>> 56` yields the packed byte.
+# with no carries (every partial product lands on a distinct bit), so byte 7 of the product (`>> 56`)
+# is the packed byte. int64 overflow wraps, which is what we want: only the top byte is kept.
 _PACK_MAGIC = 0x0102040810204080
 SAVE_MODES = ("bits", "bool", "input")
+_INT_OF_SIZE = {1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
+_KEEP_TABLES: dict[tuple[int, torch.device], torch.Tensor] = {}
 
 
 def _pack_bits(mask: torch.Tensor) -> torch.Tensor:
-    """Bool tensor -> uint8 tensor of ceil(n / 8) bytes (1 bit per element)."""
+    """Bool tensor -> uint8 tensor of ceil(n / 8) bytes (1 bit per element). Plain ops: what compile sees."""
     flat = mask.reshape(-1)
     pad = (-flat.numel()) % 8
     if pad:
@@ -39,37 +42,82 @@ def _pack_bits(mask: torch.Tensor) -> torch.Tensor:
 def _unpack_bits(packed: torch.Tensor, shape: torch.Size) -> torch.Tensor:
     """Inverse of _pack_bits: uint8 bytes -> bool tensor of `shape`."""
     bits = (packed.unsqueeze(-1) >> _SHIFTS.to(packed.device)) & 1
-    n = 1
-    for s in shape:
-        n *= s
-    return bits.reshape(-1)[:n].view(torch.bool).reshape(shape)
+    return bits.reshape(-1)[: shape.numel()].view(torch.bool).reshape(shape)
+
+
+def _mask_and_pack(z: torch.Tensor, neg_margin: torch.Tensor) -> torch.Tensor:
+    """Packed bits of z > neg_margin in 3 passes and 2 allocations (eager fast path of _pack_bits).
+
+    The compare writes straight into a padded contiguous buffer (no cat, no reshape copy for strided z),
+    the magic multiply runs in place, and byte 7 of each word is gathered by a strided copy.
+    """
+    n = z.numel()
+    buf = torch.empty(n + (-n) % 8, dtype=torch.bool, device=z.device)
+    buf[n:] = False
+    torch.gt(z, neg_margin, out=buf[:n].view(z.shape))
+    buf.view(torch.uint8).view(torch.int64).mul_(_PACK_MAGIC)
+    return buf.view(torch.uint8)[7::8].contiguous()
+
+
+def _keep_table(itemsize: int, device: torch.device) -> torch.Tensor:
+    """(256, 8) ints of `itemsize` bytes: row b, column k is all-ones (-1) if bit k of b is set, else 0."""
+    key = (itemsize, device)
+    if key not in _KEEP_TABLES:
+        bits = (torch.arange(256).unsqueeze(1) >> torch.arange(8)) & 1
+        _KEEP_TABLES[key] = (-bits).to(_INT_OF_SIZE[itemsize]).to(device)
+    return _KEEP_TABLES[key]
+
+
+def _masked_grad(grad: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """where(mask, grad, +0.0) as an in-place bitwise AND of grad's bits with `keep` (ints, 0 or -1).
+
+    Same result, bit for bit, as ReLU's threshold_backward (+0.0, NaN grads dropped where masked), but
+    all-integer and vectorised: PyTorch's CPU kernels for float x bool (mul, where) are not.
+    """
+    return keep.bitwise_and_(grad.view(keep.dtype)).view(grad.dtype)
 
 
 class _HeLUFunction(torch.autograd.Function):
-    """relu(z) forward; backward passes grad where z > -margin. Saves a mask, not z."""
+    """relu(z) forward; backward passes grad where z > -margin (the margin at forward time). Saves a mask, not z.
+
+    Eager runs the fast paths above. Under torch.compile (Inductor fuses plain ops itself) and under
+    create_graph=True (double backward needs d grad_in / d grad = mask, which the integer tricks drop)
+    backward uses plain differentiable ops instead.
+    """
 
     @staticmethod
     def forward(ctx, z: torch.Tensor, margin: torch.Tensor, save: str) -> torch.Tensor:
         ctx.save_mode = save
         ctx.shape = z.shape
+        neg_margin = -margin  # a new tensor: a margin changed before backward cannot affect this step
         if save == "input":  # the paper's reference approach, kept for the memory benchmark
-            ctx.save_for_backward(z, margin)
+            ctx.save_for_backward(z, neg_margin)
+        elif save == "bool":
+            ctx.save_for_backward(z > neg_margin)
+        elif torch.compiler.is_compiling():
+            ctx.save_for_backward(_pack_bits(z > neg_margin))
         else:
-            mask = z > -margin
-            ctx.save_for_backward(_pack_bits(mask) if save == "bits" else mask)
+            ctx.save_for_backward(_mask_and_pack(z, neg_margin))
         return torch.relu(z)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        if ctx.save_mode == "input":
-            z, margin = ctx.saved_tensors
-            mask = z > -margin
-        elif ctx.save_mode == "bits":
+        plain = torch.compiler.is_compiling() or torch.is_grad_enabled()  # grad mode on = create_graph
+        if ctx.save_mode == "bits" and not plain:
             (packed,) = ctx.saved_tensors
-            mask = _unpack_bits(packed, ctx.shape)
+            table = _keep_table(grad.element_size(), grad.device)
+            keep = torch.index_select(table, 0, packed.to(torch.int32)).view(-1)[: ctx.shape.numel()]
+            return _masked_grad(grad, keep.view(ctx.shape)), None, None
+        if ctx.save_mode == "input":
+            z, neg_margin = ctx.saved_tensors
+            mask = z > neg_margin
+        elif ctx.save_mode == "bits":
+            mask = _unpack_bits(ctx.saved_tensors[0], ctx.shape)
         else:
             (mask,) = ctx.saved_tensors
-        return grad * mask, None, None
+        if plain:
+            return torch.where(mask, grad, 0), None, None
+        return _masked_grad(grad, mask.to(_INT_OF_SIZE[grad.element_size()]).neg_()), None, None
 
 
 class HeLU(nn.Module):
@@ -168,7 +216,14 @@ class PReLU(nn.Module):
             w = self.weight
         if self.per_channel and z.dim() == 4:
             w = w.view(1, -1, 1, 1)
-        return torch.where(z >= 0, z, w * z)
+        return torch.where(z > 0, z, w * z)  # z = 0 on the slope side, as torch's ReLU/LeakyReLU/PReLU
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # A checkpoint knows the width: materialise lazy slopes first, so resume/eval needs no dummy forward.
+        w = state_dict.get(prefix + "weight")
+        if isinstance(self.weight, nn.parameter.UninitializedParameter) and w is not None:
+            self.weight.materialize(w.shape)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def extra_repr(self) -> str:
         return f"per_channel={self.per_channel}, init={self.init:g}"

@@ -25,18 +25,18 @@ def wandb_mode(mode: str | None = None) -> str:
     return "offline"
 
 
-def wandb(*, save_dir: str, run_id: str, config: dict, project: str = "actlab", entity: str | None = None,
+def wandb(*, save_dir: str, run_id: str, hparams: dict, project: str = "actlab", entity: str | None = None,
           mode: str | None = None, tags: list | None = None) -> WandbLogger:
     """A WandbLogger whose run id follows run_id, so a resumed run continues the same W&B run."""
     wid = "".join(c if c.isalnum() or c in "-_" else "_" for c in run_id)[-64:]
     return WandbLogger(
         project=project, entity=entity, name=run_id, id=wid, resume="allow", save_dir=save_dir,
-        mode=wandb_mode(mode), config=config, tags=list(tags or []),
+        mode=wandb_mode(mode), config=hparams, tags=list(tags or []),
     )
 
 
-def csv(*, save_dir: str, run_id: str, config: dict, tags: list | None = None) -> CSVLogger:
+def csv(*, save_dir: str, run_id: str, hparams: dict, tags: list | None = None) -> CSVLogger:
     """metrics.csv under `<run dir>/csv/`."""
     logger = CSVLogger(save_dir=save_dir, name="csv", version="")
-    logger.log_hyperparams(config)
+    logger.log_hyperparams(hparams)
     return logger

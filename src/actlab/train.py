@@ -48,6 +48,8 @@ def _build(node, **kwargs):
     spec = OmegaConf.to_container(node, resolve=True)  # resolved against the whole config
     if spec["_target_"] != "actlab.activations.factory":  # the factory's `name` is its argument
         spec.pop("name", None)
+    # Not recursive: kwargs may carry plain dicts with `_target_` keys (the resolved config for loggers).
+    spec["_recursive_"] = False
     return instantiate(spec, **kwargs)
 
 
@@ -166,7 +168,7 @@ def _fit(cfg: DictConfig, rid: str, run_dir: Path, config: dict, previous: dict 
         if monitor is not None:
             callbacks.append(monitor)
         callbacks += extra
-        logger = _build(cfg.logger, save_dir=str(run_dir), run_id=rid, config=config,
+        logger = _build(cfg.logger, save_dir=str(run_dir), run_id=rid, hparams=config,
                         **({"tags": list(cfg.tags)} if cfg.logger and "_target_" in cfg.logger else {}))
         trainer = _build(cfg.trainer, callbacks=callbacks, logger=logger or False, default_root_dir=str(run_dir))
 
