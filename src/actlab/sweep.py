@@ -47,7 +47,6 @@ def outcomes(path: Path) -> list[dict]:
 def report(path: Path) -> int:
     """Print the sweep's outcome; exit code 1 if any job failed (or none reported), else 0."""
     from rich.console import Console
-    from rich.table import Table
 
     rows = outcomes(path)
     console = Console(stderr=True)
@@ -55,11 +54,10 @@ def report(path: Path) -> int:
     console.print(f"sweep: {len(rows)} jobs: {counts['completed']} completed, {counts['skipped']} skipped "
                   f"(already done or duplicate), {counts['failed']} failed  [log: {path}]")
     failed = [r for r in rows if r["status"] == "failed"]
-    if failed:
-        table = Table("failed run", "error", title="failed runs (records say why; relaunch the sweep to retry)")
+    if failed:  # plain lines, not a table: run ids must survive narrow terminals and grep
+        console.print("failed runs (their records say why; relaunch the sweep to retry them):")
         for r in failed:
-            table.add_row(r["run_id"], (r["error"] or "")[:200])
-        console.print(table)
+            console.print(f"  {r['run_id']}: {(r['error'] or '')[:200]}", soft_wrap=True, markup=False)
     return 1 if failed or not rows else 0
 
 

@@ -1,0 +1,98 @@
+"""Sweeps through the real CLI: crash isolation, collapse of meaningless grid points, resume after a
+kill, the joblib launcher, and DDP with two CPU processes (gloo)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+BASE = ["logger=none", "monitor=none", "trainer=cpu", "trainer.enable_progress_bar=false", "model=mlp",
+        "model.depth=3", "model.width=16", "dataset.batch_size=32", "scheduler=none"]
+
+
+def _cmd(results: Path, data: Path, *args: str) -> list[str]:
+    flags = [a for a in args if a.startswith("-")]  # Hydra wants -m before the overrides
+    rest = [a for a in args if not a.startswith("-")]
+    return [sys.executable, "-m", "actlab.train", *flags, *BASE, f"paths.results_dir={results}",
+            f"dataset.data_dir={data}", *rest]
+
+
+def _records(results: Path) -> dict[str, dict]:
+    out = {}
+    for path in (results / "runs").glob("*/record.json"):
+        rec = json.loads(path.read_text())
+        out[rec["run_id"]] = rec
+    return out
+
+
+@pytest.mark.slow
+def test_failing_job_is_recorded_and_the_sweep_finishes_the_rest(tmp_path, fashion_dir):
+    out = subprocess.run(_cmd(tmp_path, fashion_dir, "-m", "activation=relu,helu", "optim.lr=0.01,1e30",
+                              "trainer.max_epochs=1"), capture_output=True, text=True, timeout=600)
+    recs = _records(tmp_path)
+    by_status = sorted((r["config"]["activation"]["name"], r["config"]["optim"]["lr"], r["status"]) for r in recs.values())
+    assert by_status == [("helu", 0.01, "completed"), ("helu", 1e30, "failed"),
+                         ("relu", 0.01, "completed"), ("relu", 1e30, "failed")]
+    assert out.returncode == 1, out.stderr[-2000:]
+    assert "2 completed, 0 skipped (already done or duplicate), 2 failed" in out.stderr
+    failed = [rid for rid, r in recs.items() if r["status"] == "failed"]
+    assert all(rid in out.stderr for rid in failed)
+    assert all("FloatingPointError" in recs[rid]["error"] for rid in failed)
+
+
+@pytest.mark.slow
+def test_relaunched_sweep_skips_completed_and_resumes_the_killed_run(tmp_path, fashion_dir):
+    args = ["-m", "activation=relu,helu", "activation.margin=0.01,0.1", "trainer.max_epochs=25"]
+    proc = subprocess.Popen(_cmd(tmp_path, fashion_dir, *args), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    # Kill the whole sweep once the first HeLU run has checkpointed an epoch (relu ran first, to the end).
+    deadline = time.time() + 400
+    victim = None
+    while time.time() < deadline and victim is None:
+        hits = list((tmp_path / "runs").glob("*helu-m0.01*/checkpoints/last.ckpt"))
+        victim = hits[0].parents[1] if hits else None
+        time.sleep(0.05)
+    assert victim is not None, "the sweep never reached the HeLU run"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert json.loads((victim / "record.json").read_text())["status"] == "running"  # killed: no chance to say more
+
+    out = subprocess.run(_cmd(tmp_path, fashion_dir, *args), capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    recs = _records(tmp_path)
+    assert len(recs) == 3  # relu at two margins collapsed into one run
+    assert all(r["status"] == "completed" for r in recs.values())
+    resumed = recs[victim.name]
+    assert resumed["timings"]["resumed_from"].endswith("last.ckpt") and resumed["timings"]["epochs_run"] < 25
+    assert len(resumed["history"]) == 25
+    assert "2 skipped" in out.stderr  # relu (done before the kill) and its duplicate at the other margin
+
+
+@pytest.mark.slow
+def test_joblib_launcher_runs_jobs_in_parallel_processes(tmp_path, fashion_dir):
+    out = subprocess.run(_cmd(tmp_path, fashion_dir, "-m", "hydra/launcher=local", "hydra.launcher.n_jobs=2",
+                              "seed=0,1", "trainer.max_epochs=1"), capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    recs = _records(tmp_path)
+    assert sorted(r["config"]["seed"] for r in recs.values()) == [0, 1]
+    assert all(r["status"] == "completed" for r in recs.values())
+
+
+@pytest.mark.slow
+def test_ddp_on_two_cpu_processes_writes_one_record(tmp_path, fashion_dir):
+    out = subprocess.run(_cmd(tmp_path, fashion_dir, "trainer=ddp", "trainer.devices=2", "trainer.accelerator=cpu",
+                              "trainer.max_epochs=1"), capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    recs = _records(tmp_path)
+    assert len(recs) == 1
+    (rec,) = recs.values()
+    assert rec["status"] == "completed" and rec["config"]["trainer"]["strategy"] == "ddp"
+    assert 0.0 <= rec["metrics"]["test/acc"] <= 1.0
+    assert not list((tmp_path / "runs").glob("*/.lock"))
