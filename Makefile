@@ -34,7 +34,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests
 
 demo: $(STAMP) $(FMNIST)
-	$(OFFLINE) $(BIN)/python -m actlab.demo
+	$(OFFLINE) bash scripts/demo.sh
 
 bench: $(STAMP)
 	$(OFFLINE) $(BIN)/actlab bench activations
