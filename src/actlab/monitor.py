@@ -1,0 +1,464 @@
+"""Dead-neuron measurement: which units of which activation layers never fire, or never get gradient.
+
+    rates = measure(model, probe_batches)            # {"dead_fwd": .., "dead_fwd/layer1.0.act1": .., ...}
+
+Definitions (ours; the HeLU paper measures no dead neurons). A *layer* is an activation call site, named
+by its module path; a *unit* is a channel of an (N, C, H, W) input and a feature (last dim) of an
+(N, ..., D) one (so BERT/ViT feed-forward units are hidden features, every token position counted).
+Over a set S of inputs, with z the activation's input (pre-activation) and f the activation:
+
+| key                     | per unit / element                                    | ReLU, HeLU(m)              |
+|-------------------------|-------------------------------------------------------|----------------------------|
+| dead_fwd                | unit dead if |f(z)| <= eps on every element of S      | z <= eps everywhere        |
+| dead_grad               | unit dead if |f'(z)| <= eps everywhere, f' = the      | ReLU z <= 0; HeLU z <= -m  |
+|                         | derivative training uses (HeLU: its surrogate)        |                            |
+| band (HeLU layers only) | share of elements with -m < z <= 0                    | forward-dead, gets gradient|
+| zero_rate               | share of elements with f(z) == 0 exactly              | z <= 0                     |
+
+dead_* are shares of units per layer; band and zero_rate shares of elements per layer ("dynamic dead
+neuron rate", in the spirit of Liu et al. 2022). Aggregates: the bare key (`dead_fwd`) is the unweighted
+mean over layers, `dead_fwd_units` / `dead_grad_units` the share over all units of the model; `band` is
+the mean over HeLU layers (0.0 when there are none). eps defaults to 1e-6; with it LeakyReLU, PReLU
+(slope > eps), ELU and GELU units are never dead in practice, and GELU's zero_rate is 0.
+
+Cost: per call site one per-unit max reduction (max z, or max |f(z)| and max |f'(z)|) folded into a
+running max, plus element counts kept as running int64 sums; no activation copy is ever kept. During
+training the element shares (zero_rate, band) are estimated on every TRAIN_COUNT_EVERY-th batch (the
+counts cost more than the maxima); dead_* see every batch and `measure()` counts every element. f' has
+closed forms for ReLU, HeLU, LeakyReLU, PReLU and ELU; any other activation is differentiated
+elementwise with autograd (d f(z).sum() / dz = f'(z), since activations act elementwise).
+Only activation *modules* are seen (is_activation), not functional calls such as F.relu. A module
+registered under two paths or run twice per forward (torchvision's BasicBlock.relu) is rejected:
+`actlab.activations.swap()` gives every call site its own module. For dict (HF) batches with an
+`attention_mask`, padded positions of (N, L, D) inputs are excluded (a boolean gather per call).
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from torch import nn
+
+from actlab.activations import HeLU, PReLU, activation_sites
+
+EPS = 1e-6
+TRAIN_COUNT_EVERY = 8  # during training, element shares are counted on every 8th batch (see above)
+_Z_ONLY = ("relu", "helu")  # kinds whose statistics all follow from z (a pre-hook suffices)
+
+
+class SharedActivationError(ValueError):
+    """An activation module serves several call sites, so its statistics would merge layers."""
+
+
+def _fix_hint(what: str) -> str:
+    return (f"dead-neuron monitor: {what}; per-layer rates would merge call sites. Call "
+            "actlab.activations.swap(model, name) first: it gives every call site its own module.")
+
+
+def sites(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """(path, module) per activation site; raises SharedActivationError for a module under two paths."""
+    seen: dict[int, str] = {}
+    out = []
+    for path, mod in activation_sites(model):
+        if id(mod) in seen:
+            raise SharedActivationError(_fix_hint(
+                f"{type(mod).__name__} is registered under both '{seen[id(mod)]}' and '{path}'"))
+        seen[id(mod)] = path
+        out.append((path, mod))
+    return out
+
+
+def _unit_amax(t: torch.Tensor) -> torch.Tensor:
+    """Per-unit max over all other dims: channels of NCHW, last dim otherwise."""
+    if t.dim() == 4:
+        return t.amax(dim=(2, 3)).amax(0)  # inner contiguous reduction first: ~2x faster than (0, 2, 3)
+    if t.dim() <= 1:
+        return t.reshape(-1)
+    return t.reshape(-1, t.shape[-1]).amax(0)
+
+
+def _kind(mod: nn.Module, eps: float) -> str:
+    """Which closed form gives f' for this module; "generic" means autograd. Closed forms assume eps < 1."""
+    if eps >= 1:
+        return "generic"
+    if isinstance(mod, HeLU):
+        return "helu"
+    if type(mod) is nn.ReLU:
+        return "relu"
+    if isinstance(mod, nn.ELU) and mod.alpha > 0:
+        return "elu"
+    if isinstance(mod, nn.LeakyReLU):
+        return "leaky"
+    if isinstance(mod, (nn.PReLU, PReLU)):
+        return "prelu"
+    return "generic"
+
+
+class _Site:
+    """Running per-unit and per-element accumulators of one call site (all tensors on the model's device).
+
+    Per unit: `fwd` = running max of |f(z)| (ReLU/HeLU: of z), alive when > eps; `grad` = running max of
+    a score alive when > grad_thr (ReLU: the same tensor as fwd, thr 0; HeLU: max(z + margin), thr 0;
+    ELU: max z, thr log(eps / alpha); generic: max |f'(z)|, thr eps). Thresholds apply at read time, so
+    a call costs one reduction and one or two in-place maxima.
+    """
+
+    def __init__(self, path: str, module: nn.Module, eps: float, hist: tuple[int, float, float] | None,
+                 count_every: int = 1):
+        self.path, self.module, self.eps, self.hist_spec = path, module, eps, hist
+        self.count_every = count_every
+        self.kind = _kind(module, eps)
+        self.inplace = bool(getattr(module, "inplace", False))
+        self.grad_thr = self.eps if self.kind == "generic" else 0.0
+        if self.kind == "elu":  # f' = 1 for z > 0, alpha e^z below: |f'| > eps <=> z > min(0, log(eps/alpha))
+            self.grad_thr = min(0.0, math.log(eps / module.alpha)) if eps > 0 else -math.inf
+        self.stash: torch.Tensor | None = None  # z of an in-place module, between pre- and post-hook
+        self.calls = 0  # calls since the last shared-module check
+        self.reset()
+
+    def reset(self) -> None:
+        self.fwd: torch.Tensor | None = None
+        self.grad: torch.Tensor | None = None
+        self.nonzero: torch.Tensor | int = 0  # counted elements with f(z) != 0
+        self.band: torch.Tensor | int = 0  # HeLU: counted elements with -m < z <= 0
+        self.n = 0  # counted elements (a Python int: shapes are known without a device sync)
+        self.seen = 0  # calls since reset: element counts run on every count_every-th one
+        self.hist: torch.Tensor | None = None
+
+    def dead(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(forward-dead, gradient-dead) unit counts as 0-d tensors."""
+        return (self.fwd <= self.eps).sum(), (self.grad <= self.grad_thr).sum()
+
+    # -- hooks -----------------------------------------------------------------------------------
+    def pre(self, z: torch.Tensor, mask: torch.Tensor | None) -> None:
+        self.calls += 1
+        if self.kind in _Z_ONLY:
+            self._from_z(_select(z.detach(), mask))
+        elif self.inplace:  # the module will overwrite z: keep it for the post-hook of this same call
+            self.stash = z.detach().clone()
+
+    def post(self, z: torch.Tensor, out: torch.Tensor, mask: torch.Tensor | None) -> None:
+        if self.kind in _Z_ONLY:
+            return
+        if self.stash is not None:
+            z, self.stash = self.stash, None
+        self._from_z_out(_select(z.detach(), mask), _select(out.detach(), mask))
+
+    # -- per-call work ----------------------------------------------------------------------------
+    @staticmethod
+    def _fold(acc: torch.Tensor | None, score: torch.Tensor, path: str) -> torch.Tensor:
+        if acc is None:
+            return score.float().clone()
+        if score.shape != acc.shape:
+            raise ValueError(f"dead-neuron monitor: '{path}' saw {score.numel()} units, earlier "
+                             f"{acc.numel()}; a call site must keep its width")
+        return torch.fmax(acc, score, out=acc)  # fmax: a NaN never marks a unit alive
+
+    def _counting(self) -> bool:
+        self.seen += 1
+        return (self.seen - 1) % self.count_every == 0
+
+    def _from_z(self, z: torch.Tensor) -> None:
+        """ReLU / HeLU: f(z) != 0 <=> z > 0 and f'(z) != 0 <=> z > -m, so max z per unit decides both."""
+        mx = _unit_amax(z)
+        self.fwd = self._fold(self.fwd, mx, self.path)
+        if self.kind == "helu":
+            m = self.module.margin_  # a 0-d tensor: a margin schedule may change it between calls
+            self.grad = self._fold(self.grad, mx + m, self.path)
+        else:
+            self.grad = self.fwd
+        if self._counting():
+            pos = torch.count_nonzero(z > 0)
+            if self.kind == "helu":  # clamp: a negative margin has an empty band
+                self.band = self.band + (torch.count_nonzero(z > -m) - pos).clamp_(min=0)
+            self.nonzero = self.nonzero + pos
+            self.n += z.numel()
+        self._histogram(z)
+
+    def _from_z_out(self, z: torch.Tensor, out: torch.Tensor) -> None:
+        self.fwd = self._fold(self.fwd, _unit_amax(out.abs()), self.path)
+        if self.kind == "elu":
+            grad = _unit_amax(z)
+        elif self.kind in ("leaky", "prelu") and (slope := self._slope_alive(z)) is not None:
+            mx = _unit_amax(z)  # where the slope is dead, only z > 0 passes gradient
+            if isinstance(slope, bool):
+                grad = torch.full_like(mx, math.inf) if slope else mx
+            else:
+                grad = torch.where(slope, math.inf, mx)
+        else:
+            grad = _unit_amax(_derivative(self.module, z).abs())
+        self.grad = self._fold(self.grad, grad, self.path)
+        if self._counting():
+            self.nonzero = self.nonzero + torch.count_nonzero(out != 0)  # != 0 first: ~20x faster on floats
+            self.n += out.numel()
+        self._histogram(z)
+
+    def _slope_alive(self, z: torch.Tensor) -> torch.Tensor | bool | None:
+        """|negative slope| > eps, per unit or shared; None when the slope layout is not the unit layout."""
+        m = self.module
+        if isinstance(m, nn.LeakyReLU):
+            return abs(m.negative_slope) > self.eps
+        w = m.weight.detach().reshape(-1)
+        if w.numel() == 1:
+            return w.abs()[0] > self.eps
+        width = z.shape[1] if z.dim() == 4 else z.shape[-1]
+        # nn.PReLU puts its slopes on dim 1, which is the unit dim only for (N, C, H, W) and (N, D)
+        if w.numel() == width and (isinstance(m, PReLU) or z.dim() in (2, 4)):
+            return w.abs() > self.eps
+        return None
+
+    def _histogram(self, z: torch.Tensor) -> None:
+        if self.hist_spec is None:
+            return
+        bins, lo, hi = self.hist_spec
+        z = z.reshape(-1)
+        if torch.isnan(z).any():
+            z = z[~torch.isnan(z)]
+        # Out-of-range values are clamped into the first / last bin, so counts sum to all elements.
+        idx = ((z.float().clamp(lo, hi) - lo) * (bins / (hi - lo))).floor_().long().clamp_(0, bins - 1)
+        counts = torch.bincount(idx, minlength=bins)
+        self.hist = counts if self.hist is None else self.hist + counts
+
+
+def _select(t: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Drop padded positions of an (N, L, D) tensor given a (N, L) attention mask; others unchanged."""
+    if mask is not None and t.dim() == 3 and t.shape[:2] == mask.shape:
+        return t[mask]
+    return t
+
+
+def _derivative(mod: nn.Module, z: torch.Tensor) -> torch.Tensor:
+    """f'(z) elementwise by autograd: grad of f(z).sum() is f'(z) for an elementwise f."""
+    with torch.enable_grad():
+        zz = z.detach().clone().requires_grad_(True)  # clone: an in-place f must not touch z
+        y = mod.forward(zz)  # .forward, not __call__: our own hooks must not fire again
+        (g,) = torch.autograd.grad(y.sum(), zz)
+    return g
+
+
+class UnitStats:
+    """Forward hooks on every activation site feeding per-unit accumulators; read with `rates()`.
+
+    `active` gates the hooks (the Lightning callback opens it only around training batches);
+    `mask` is the current batch's attention mask (N, L) or None. Use attach()/detach() or `with`.
+    count_every > 1 counts elements (zero_rate, band) on every count_every-th call of a site only, the
+    training-time saving; dead_fwd / dead_grad always see every element.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        eps: float = EPS,
+        histogram: tuple[int, float, float] | None = None,
+        count_every: int = 1,
+    ):
+        if histogram is not None:
+            bins, lo, hi = int(histogram[0]), float(histogram[1]), float(histogram[2])
+            if bins < 1 or not hi > lo:
+                raise ValueError(f"histogram needs bins >= 1 and hi > lo, got {histogram}")
+            histogram = (bins, lo, hi)
+        self.model, self.eps, self.hist_spec = model, float(eps), histogram
+        if int(count_every) < 1:
+            raise ValueError(f"count_every must be >= 1, got {count_every}")
+        self.sites = [_Site(p, m, self.eps, histogram, int(count_every)) for p, m in sites(model)]
+        self.active = True
+        self.mask: torch.Tensor | None = None
+        self._handles: list = []
+
+    def attach(self) -> UnitStats:
+        if self._handles:
+            return self
+        for s in self.sites:
+            self._handles.append(s.module.register_forward_pre_hook(self._pre_hook(s)))
+            if s.kind not in _Z_ONLY:
+                self._handles.append(s.module.register_forward_hook(self._post_hook(s)))
+        return self
+
+    def detach(self) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+
+    def __enter__(self) -> UnitStats:
+        return self.attach()
+
+    def __exit__(self, *exc) -> None:
+        self.detach()
+
+    def _pre_hook(self, site: _Site):
+        def hook(module, args):
+            if self.active and args:
+                site.pre(args[0], self.mask)
+        return hook
+
+    def _post_hook(self, site: _Site):
+        def hook(module, args, out):
+            if self.active and args:
+                site.post(args[0], out, self.mask)
+        return hook
+
+    def reset(self) -> None:
+        for s in self.sites:
+            s.reset()
+            s.calls = 0
+
+    def check_calls(self) -> None:
+        """Raise SharedActivationError if a module ran more than once since the last check; reset counts."""
+        bad = [(s.path, s.calls) for s in self.sites if s.calls > 1]
+        for s in self.sites:
+            s.calls = 0
+        if bad:
+            path, k = bad[0]
+            raise SharedActivationError(_fix_hint(f"the activation at '{path}' runs {k} times per forward"))
+
+    def reduce_distributed(self) -> None:
+        """Across DDP ranks: max of the unit scores, sum of the counts (no-op when not distributed)."""
+        import torch.distributed as dist
+
+        if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+            return
+        for s in self.sites:
+            if s.fwd is None:
+                continue  # every rank runs the same model, so a site seen anywhere is seen everywhere
+            dist.all_reduce(s.fwd, op=dist.ReduceOp.MAX)
+            if s.grad is not s.fwd:
+                dist.all_reduce(s.grad, op=dist.ReduceOp.MAX)
+            counts = torch.stack([torch.as_tensor(v, device=s.fwd.device, dtype=torch.int64)
+                                  for v in (s.nonzero, s.band, s.n)])
+            dist.all_reduce(counts)
+            s.nonzero, s.band, s.n = counts[0], counts[1], int(counts[2])
+            if s.hist is not None:
+                dist.all_reduce(s.hist)
+
+    def rates(self, prefix: str = "") -> dict[str, float]:
+        """Per-layer and aggregate rates (see the module docstring), keys prefixed by `prefix`."""
+        seen = [s for s in self.sites if s.fwd is not None and s.n > 0]  # a site never called is skipped
+        if not seen:
+            return {}
+        dev = seen[0].fwd.device
+        # One stacked tensor and one .tolist(): a single device sync for the whole model.
+        rows = torch.stack([torch.stack([
+            *(d.to(dev, torch.float64) for d in s.dead()),
+            torch.as_tensor(s.nonzero, device=dev, dtype=torch.float64),
+            torch.as_tensor(s.band, device=dev, dtype=torch.float64),
+        ]) for s in seen]).tolist()
+        out: dict[str, float] = {}
+        per: dict[str, list[float]] = {"dead_fwd": [], "dead_grad": [], "zero_rate": [], "band": []}
+        units = dead_f = dead_g = 0
+        for s, (df, dg, nz, band) in zip(seen, rows):
+            u = s.fwd.numel()
+            vals = {"dead_fwd": df / u, "dead_grad": dg / u, "zero_rate": 1.0 - nz / s.n}
+            if s.kind == "helu":
+                vals["band"] = band / s.n
+            for k, v in vals.items():
+                out[f"{prefix}{k}/{s.path}"] = v
+                per[k].append(v)
+            units, dead_f, dead_g = units + u, dead_f + df, dead_g + dg
+        for k, vs in per.items():
+            out[f"{prefix}{k}"] = sum(vs) / len(vs) if vs else 0.0
+        out[f"{prefix}dead_fwd_units"] = dead_f / units
+        out[f"{prefix}dead_grad_units"] = dead_g / units
+        return out
+
+    def histogram(self) -> dict[str, Any]:
+        """The preact_hist.json payload: edges (bins + 1), HeLU margin or None, activation name, counts."""
+        if self.hist_spec is None:
+            raise ValueError("UnitStats was built without histogram=(bins, lo, hi)")
+        bins, lo, hi = self.hist_spec
+        names = sorted({type(s.module).__name__ for s in self.sites})
+        helus = [s.module for s in self.sites if s.kind == "helu"]
+        return {
+            "edges": torch.linspace(lo, hi, bins + 1, dtype=torch.float64).tolist(),
+            "margin": float(f"{helus[0].margin:.7g}") if helus else None,  # float32 buffer: 0.05, not 0.0500000007
+            "activation": "+".join(names),
+            "layers": {s.path: (s.hist.tolist() if s.hist is not None else [0] * bins) for s in self.sites},
+        }
+
+
+def measure(
+    model: nn.Module,
+    batches: Iterable,
+    eps: float = EPS,
+    histogram: tuple[int, float, float] | None = None,
+) -> dict[str, Any]:
+    """Dead-neuron rates of `model` on `batches`, in eval mode under no_grad; the model is left as found.
+
+    A batch is a tensor, an (x, y, ...) tuple (x is fed) or a dict of model kwargs (HF; padded positions
+    excluded via its attention_mask). With histogram=(bins, lo, hi) the result also holds "preact_hist",
+    the per-layer pre-activation histogram payload (see UnitStats.histogram). Raises
+    SharedActivationError for a module shared between call sites.
+    """
+    stats = UnitStats(model, eps, histogram)
+    if not stats.sites:
+        raise ValueError("dead-neuron monitor: the model has no activation modules (functional calls "
+                         "such as F.relu are invisible to hooks)")
+    device = _device(model)
+    modes = [(m, m.training) for m in model.modules()]
+    try:
+        model.eval()
+        # inference_mode(False): Lightning validates under inference mode, where autograd-based f' fails
+        with torch.inference_mode(False), torch.no_grad(), stats:
+            for batch in batches:
+                batch = to_device(batch, device)
+                stats.mask = attention_mask(batch)
+                forward(model, batch)
+                stats.check_calls()
+    finally:
+        for m, was_training in modes:
+            m.training = was_training
+    out: dict[str, Any] = stats.rates()
+    if histogram is not None:
+        out["preact_hist"] = stats.histogram()
+    return out
+
+
+# -- batches -------------------------------------------------------------------------------------
+def _device(model: nn.Module) -> torch.device:
+    for t in model.parameters():
+        return t.device
+    for t in model.buffers():
+        return t.device
+    return torch.device("cpu")
+
+
+def to_device(batch: Any, device: torch.device) -> Any:
+    """Move every tensor of a tensor / tuple / list / dict batch to `device`."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device)
+    if isinstance(batch, dict):
+        return {k: to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(to_device(v, device) for v in batch)
+    return batch
+
+
+def attention_mask(batch: Any) -> torch.Tensor | None:
+    """The (N, L) bool attention mask of a dict batch, else None."""
+    if isinstance(batch, dict) and isinstance(batch.get("attention_mask"), torch.Tensor):
+        return batch["attention_mask"].bool()
+    return None
+
+
+def forward(model: nn.Module, batch: Any) -> Any:
+    """Run `model` on a batch: a tensor as is, the first element of a tuple, a dict as keyword arguments
+    (keys the model's forward does not take, e.g. "idx", are dropped)."""
+    if isinstance(batch, dict):
+        params = inspect.signature(model.forward).parameters
+        if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+            batch = {k: v for k, v in batch.items() if k in params}
+        return model(**batch)
+    if isinstance(batch, (list, tuple)):
+        return model(batch[0])
+    return model(batch)
+
+
+def __getattr__(name: str):  # `actlab.monitor.DeadNeuronMonitor` without importing Lightning eagerly
+    if name == "DeadNeuronMonitor":
+        from actlab.monitor_callback import DeadNeuronMonitor
+
+        return DeadNeuronMonitor
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,262 @@
+"""DeadNeuronMonitor: the Lightning callback that tracks dead-neuron rates (definitions: actlab.monitor).
+
+    monitor = DeadNeuronMonitor(probe_size=512)
+    Trainer(callbacks=[monitor]).fit(task, datamodule=dm)
+    record["dead"] = monitor.state()          # {"final": {...}, "history": [{"epoch": 0, ...}, ...]}
+
+Two views per epoch. `train_*`: hooks on every activation site accumulate, over the epoch's training
+batches (training mode, the network changing under them), whether each unit fired / got gradient at
+least once. Bare keys (`dead_fwd`, ...): `measure()` on a fixed probe set, the first `probe_size`
+examples of the validation loader, cached once so that rates compare across epochs, activations and
+runs. At the end of training the probe's per-layer pre-activation histogram goes to
+`<out_dir>/preact_hist.json`. Everything is logged through `pl_module.log` to the attached loggers.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.pytorch import Callback
+from torch import nn
+
+from actlab.monitor import EPS, TRAIN_COUNT_EVERY, UnitStats, attention_mask, measure
+
+log = logging.getLogger("actlab")
+
+
+class DeadNeuronMonitor(Callback):
+    """Per-epoch dead-neuron rates on training batches and on a fixed probe set; see the module docstring.
+
+    eps: threshold of |f| and |f'| (1e-6). probe_size: first K validation examples. train_stats: hook the
+    training batches (the cheap part of the work, < 3 % of a ResNet-18 step). hist_bins / hist_range:
+    the final pre-activation histogram (values outside the range land in the edge bins).
+    every_n_epochs: measure on epochs where (epoch + 1) % n == 0. out_dir: where preact_hist.json goes
+    (default trainer.log_dir, else default_root_dir). log_per_layer: also log the `<key>/<layer>` keys
+    (history keeps them either way). module_attr: measure `pl_module.<module_attr>` when it is a module
+    (layer names then lack the "model." prefix), else pl_module itself. train_count_every: count the
+    elements of train_zero_rate / train_band on every k-th training batch (train_dead_* see every batch).
+    """
+
+    def __init__(
+        self,
+        eps: float = EPS,
+        probe_size: int = 512,
+        train_stats: bool = True,
+        hist_bins: int = 200,
+        hist_range: tuple[float, float] = (-3.0, 3.0),
+        every_n_epochs: int = 1,
+        out_dir: str | None = None,
+        log_per_layer: bool = True,
+        module_attr: str | None = "model",
+        train_count_every: int = TRAIN_COUNT_EVERY,
+    ):
+        lo, hi = (float(v) for v in hist_range)
+        bad = [name for name, ok in (
+            ("probe_size >= 0", probe_size >= 0), ("hist_bins >= 1", hist_bins >= 1),
+            ("hist_range lo < hi", hi > lo), ("every_n_epochs >= 1", every_n_epochs >= 1), ("eps >= 0", eps >= 0),
+            ("train_count_every >= 1", train_count_every >= 1)) if not ok]
+        if bad:
+            raise ValueError(f"DeadNeuronMonitor needs {', '.join(bad)}")
+        self.eps, self.probe_size, self.train_stats = float(eps), int(probe_size), bool(train_stats)
+        self.hist_spec = (int(hist_bins), lo, hi)
+        self.every_n_epochs, self.out_dir = int(every_n_epochs), out_dir
+        self.log_per_layer, self.module_attr = bool(log_per_layer), module_attr
+        self.train_count_every = int(train_count_every)
+        self.history: list[dict[str, Any]] = []
+        self.final: dict[str, Any] = {}
+        self.hist_path: Path | None = None
+        self._root: nn.Module | None = None
+        self._train: UnitStats | None = None
+        self._probe: list | None = None
+        self._collect = False
+        self._calls_checked = False
+
+    # -- what the training entry reads ---------------------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        """{"final": {...}, "history": [...]}: what goes into the run record as record["dead"]."""
+        return {"final": dict(self.final), "history": [dict(h) for h in self.history]}
+
+    def state_dict(self) -> dict[str, Any]:  # saved in checkpoints: a resumed run keeps its history
+        return self.state()
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.history = [dict(h) for h in state_dict.get("history", [])]
+        self.final = dict(state_dict.get("final", {}))
+
+    # -- lifecycle -----------------------------------------------------------------------------------
+    def on_fit_start(self, trainer, pl_module) -> None:
+        root = getattr(pl_module, self.module_attr, None) if self.module_attr else None
+        root = root if isinstance(root, nn.Module) else pl_module
+        # raises SharedActivationError for a module registered under two paths
+        stats = UnitStats(root, self.eps, count_every=self.train_count_every)
+        if not stats.sites:
+            log.warning("DeadNeuronMonitor: no activation modules in %s; nothing to monitor", type(root).__name__)
+            return
+        self._root = root
+        if self.train_stats:
+            stats.active = False  # opened only around training batches, never during validation
+            self._train = stats.attach()
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        probe = self._probe_set(trainer, pl_module)
+        if self._root is not None and probe:
+            measure(self._root, probe[:1], self.eps)  # fail now on a module run twice per forward
+            self._calls_checked = True
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        self._release()
+
+    def teardown(self, trainer, pl_module, stage: str) -> None:
+        self._release()  # also on an exception: never leave hooks on the model
+
+    def _release(self) -> None:
+        if self._train is not None:
+            self._train.detach()
+        self._train, self._root, self._collect = None, None, False
+
+    # -- training batches ----------------------------------------------------------------------------
+    def _epoch_due(self, trainer) -> bool:
+        return (trainer.current_epoch + 1) % self.every_n_epochs == 0
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self._collect = self._train is not None and self._epoch_due(trainer)
+        if self._collect:
+            self._train.reset()
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if self._collect:
+            self._train.mask = attention_mask(batch)
+            self._train.active = True
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self._collect:
+            self._train.active = False
+            self._train.mask = None
+            if not self._calls_checked:  # no probe set to check on: check the first training batch
+                self._train.check_calls()
+                self._calls_checked = True
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if not self._collect:
+            return
+        self._collect = False
+        self._train.reduce_distributed()
+        self._record(trainer, pl_module, self._train.rates(prefix="train_"))
+
+    # -- probe set -----------------------------------------------------------------------------------
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        if self._root is None or trainer.sanity_checking or not self._epoch_due(trainer):
+            return
+        probe = self._probe_set(trainer, pl_module)
+        if probe:
+            self._record(trainer, pl_module, measure(self._root, probe, self.eps))
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        if self._root is None:
+            return
+        final = dict(self.history[-1]) if self.history else {}
+        probe = self._probe_set(trainer, pl_module)
+        run_dir = self.out_dir or trainer.log_dir or trainer.default_root_dir  # log_dir: call on all ranks
+        if probe:
+            rates = measure(self._root, probe, self.eps, histogram=self.hist_spec)
+            hist = rates.pop("preact_hist")
+            final.update(rates)
+            if trainer.is_global_zero:
+                self.hist_path = write_histogram(hist, Path(run_dir) / "preact_hist.json")
+        self.final = final
+
+    def _record(self, trainer, pl_module, rates: dict[str, float]) -> None:
+        if not rates:
+            return
+        logged = rates if self.log_per_layer else {k: v for k, v in rates.items() if "/" not in k}
+        pl_module.log_dict(logged, on_step=False, on_epoch=True, batch_size=1, add_dataloader_idx=False)
+        epoch = trainer.current_epoch
+        if not self.history or self.history[-1].get("epoch") != epoch:
+            self.history.append({"epoch": epoch})
+        self.history[-1].update(rates)
+        self.final = dict(self.history[-1])  # an interrupted run still has "final" values
+
+    def _probe_set(self, trainer, pl_module) -> list:
+        """The first probe_size validation examples, loaded once (CPU batches); [] when there are none."""
+        if self._probe is None:
+            loader = _loader(trainer, pl_module, "val")
+            if loader is None and self.probe_size:
+                log.warning("DeadNeuronMonitor: no validation loader; probing the first %d training examples",
+                            self.probe_size)
+                loader = _loader(trainer, pl_module, "train")
+            self._probe = first_examples(loader, self.probe_size) if loader is not None and self.probe_size else []
+        return self._probe
+
+
+def _loader(trainer, pl_module, split: str) -> Iterable | None:
+    """A fresh `split` ("val" / "train") loader: datamodule's, else the trainer's, else the module's."""
+    candidates = []
+    if trainer.datamodule is not None:
+        candidates.append(lambda: getattr(trainer.datamodule, f"{split}_dataloader")())
+    candidates.append(lambda: getattr(trainer, f"{split}_dataloaders" if split == "val" else "train_dataloader"))
+    candidates.append(lambda: getattr(pl_module, f"{split}_dataloader")())
+    for get in candidates:
+        try:
+            loader = get()
+        except Exception:  # Lightning raises MisconfigurationException for "not implemented"
+            continue
+        if isinstance(loader, (list, tuple)):
+            loader = loader[0] if loader else None
+        if isinstance(loader, dict):
+            loader = next(iter(loader.values()), None)
+        if loader is not None:
+            return loader
+    return None
+
+
+def write_histogram(payload: dict[str, Any], path: str | os.PathLike) -> Path:
+    """Write a preact_hist.json payload atomically (temp file + rename); returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(payload) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+# -- probe batches -------------------------------------------------------------------------------
+def batch_len(batch: Any) -> int:
+    """Number of examples in a batch (the first dim of its first tensor; a list's length otherwise)."""
+    if isinstance(batch, torch.Tensor):
+        return batch.shape[0] if batch.dim() else 1
+    values = list(batch.values()) if isinstance(batch, dict) else batch
+    for v in values:
+        if isinstance(v, (torch.Tensor, dict, list, tuple)):
+            return batch_len(v)
+    return len(values)
+
+
+def take(batch: Any, k: int) -> Any:
+    """The first k examples of a batch (every tensor sliced on its first dim)."""
+    if isinstance(batch, torch.Tensor):
+        return batch[:k] if batch.dim() else batch
+    if isinstance(batch, dict):
+        return {key: take(v, k) for key, v in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        if batch and not isinstance(batch[0], (torch.Tensor, dict, list, tuple)):
+            return batch[:k]  # a list of examples (e.g. strings)
+        return type(batch)(take(v, k) for v in batch)
+    return batch
+
+
+def first_examples(loader: Iterable, k: int) -> list:
+    """The first k examples of a data loader as a list of batches: a probe set fixed across epochs."""
+    probe, have = [], 0
+    for batch in loader:
+        n = batch_len(batch)
+        probe.append(take(batch, k - have) if have + n > k else batch)
+        have += min(n, k - have)
+        if have >= k:
+            break
+    return probe

@@ -1,0 +1,262 @@
+"""The paper's figures from run records: `actlab figures [RUNS_DIR] --out results/figures --margin 1.0`.
+
+fig2_activations     ReLU, GELU, HeLU(α) and the derivatives training uses (autograd), z in [-5, 5]
+fig1b_preact_hist    pre-activation histogram of one run (all layers summed), band (-α, 0] shaded
+acc_vs_margin        HeLU accuracy vs margin per dataset, 95 % bootstrap CIs, ReLU/GELU references
+dead_curves          forward- and gradient-dead rates over epochs, mean over seeds ± std
+fig3/fig4            inference benchmarks, drawn by actlab.report.bench_figures when its json exists
+A figure without data is skipped with a one-line reason. Each is written as PNG and PDF.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.ticker import MaxNLocator
+
+from actlab.report import style
+from actlab.report.frame import is_nan, load_frame
+from actlab.report.summarize import summarize
+
+plt = style.plt
+
+
+class Skip(Exception):
+    """A figure that cannot be drawn from the data at hand; the message says why."""
+
+
+def _derivative_curves(margin: float) -> tuple[np.ndarray, dict[str, tuple[np.ndarray, np.ndarray]]]:
+    """z and {name: (f(z), df/dz)} through the project's own modules, so the plot shows what trains."""
+    import torch
+
+    try:
+        from actlab.activations import build
+    except ImportError as e:
+        raise Skip(f"actlab.activations is not importable ({e})") from e
+    z = torch.linspace(-5, 5, 4001, dtype=torch.float64)
+    curves = {}
+    for name, kw in (("relu", {}), ("gelu", {}), ("helu", {"margin": margin})):
+        x = z.clone().requires_grad_(True)
+        y = build(name, **kw).double()(x)
+        (g,) = torch.autograd.grad(y.sum(), x)
+        curves[name] = (y.detach().numpy(), g.numpy())
+    return z.numpy(), curves
+
+
+def fig_activations(out: Path, margin: float = 1.0) -> list[Path]:
+    """Fig. 2: forward (HeLU's is ReLU's) and backward (HeLU passes gradient for z > -α)."""
+    z, curves = _derivative_curves(margin)
+    fig, (a0, a1) = plt.subplots(1, 2, figsize=(7.0, 2.8), layout="constrained")
+    dashes = {"relu": "-", "gelu": "-", "helu": (0, (4, 2.5))}  # HeLU's forward lies on ReLU's: dash it
+    for name, (y, g) in curves.items():
+        label = style.label_for(name, margin if name == "helu" else None)
+        a0.plot(z, y, color=style.color_for(name), ls=dashes[name], label=label, lw=2.2 if name == "relu" else 1.6)
+        a1.plot(z, g, color=style.color_for(name), ls=dashes[name], label=label, lw=2.2 if name == "relu" else 1.6)
+    a1.axvspan(-margin, 0, color=style.color_for("helu"), alpha=0.12, lw=0, label=f"band (−{margin:g}, 0]")
+    a0.set(xlabel="z", ylabel="f(z)", title="activation", xlim=(-5, 5), ylim=(-0.5, 5))
+    a1.set(xlabel="z", ylabel="∂f/∂z used in backward", title="derivative", xlim=(-5, 5), ylim=(-0.15, 1.2))
+    a0.legend(loc="upper left")
+    a1.legend(loc="upper left")
+    return style.save(fig, out, "fig2_activations")
+
+
+def _pick_hist_run(df: pd.DataFrame, run_id: str | None) -> pd.Series:
+    if "preact_hist" not in df:
+        raise Skip("no run has a preact_hist.json")
+    cand = df[df["preact_hist"].notna()]
+    cand = cand[[Path(p).is_file() for p in cand["preact_hist"]]]
+    if run_id:
+        cand = cand[cand["run_id"] == run_id]
+    if cand.empty:
+        raise Skip(f"no preact_hist.json found{' for run ' + run_id if run_id else ''}")
+    # Prefer a finished HeLU run (the paper's Fig. 1b is a trained HeLU network), then any finished run.
+    order = (cand["status"] != "completed").astype(int) * 2 + (cand["activation"] != "helu").astype(int)
+    return cand.loc[order.sort_values(kind="stable").index[0]]
+
+
+def fig_preact_hist(df: pd.DataFrame, out: Path, run_id: str | None = None) -> list[Path]:
+    """Fig. 1b: histogram of a trained network's pre-activations, the HeLU band (-α, 0] coloured."""
+    run = _pick_hist_run(df, run_id)
+    h = json.loads(Path(run["preact_hist"]).read_text())
+    edges = np.asarray(h["edges"], dtype=float)
+    counts = np.sum([np.asarray(c, dtype=float) for c in h["layers"].values()], axis=0)
+    margin = h.get("margin", run.get("margin"))
+    share = counts / counts.sum() * 100  # % per bin: comparable across runs and layer counts
+    # The monitor clamps out-of-range values into the first and last bin: those two are tails, not
+    # density, and would dwarf the rest; they are reported in the legend instead of drawn.
+    tails = share[0] + share[-1]
+    share[0] = share[-1] = 0.0
+    fig, ax = plt.subplots(figsize=(4.6, 2.9), layout="constrained")
+    ax.stairs(share, edges, fill=True, color=style.color_for("relu"), alpha=0.75, label="pre-activations")
+    if not is_nan(margin) and margin and margin > 0:
+        centers = (edges[:-1] + edges[1:]) / 2
+        in_band = (centers > -margin) & (centers <= 0)
+        ax.stairs(np.where(in_band, share, 0), edges, fill=True, color=style.color_for("helu"),
+                  label=f"band (−{margin:g}, 0]: {share[in_band].sum():.1f}% of all")
+        ax.axvspan(-margin, 0, color=style.color_for("helu"), alpha=0.12, lw=0)
+    if tails > 0:
+        ax.plot([], [], " ", label=f"outside [{edges[0]:g}, {edges[-1]:g}]: {tails:.1f}% (not drawn)")
+    ax.set(xlabel="pre-activation z", ylabel="% of pre-activations per bin", xlim=(edges[0], edges[-1]))
+    ax.set_title(f"{run['dataset']}, {style.label_for(run['activation'], margin)}, all layers")
+    fig.text(1.0, 0.0, str(run["run_id"]), fontsize=6, color="0.5", ha="right", va="top")
+    ax.legend(loc="upper left")  # the tails are low, the peak sits at 0
+    return style.save(fig, out, "fig1b_preact_hist")
+
+
+def _grid(n: int, width: float = 3.3, height: float = 2.7, ncols: int = 3):
+    ncols = min(n, ncols)
+    nrows = -(-n // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols + 1.4, height * nrows),
+                             layout="constrained", squeeze=False)
+    for ax in axes.flat[n:]:
+        ax.set_visible(False)
+    return fig, list(axes.flat)
+
+
+def fig_acc_vs_margin(df: pd.DataFrame, out: Path, metric: str = "test/acc") -> list[Path]:
+    """HeLU accuracy (mean, 95 % bootstrap CI over seeds) vs margin; other activations as lines + bands."""
+    if metric not in df:
+        raise Skip(f"no run has {metric}")
+    done = df[(df["status"] == "completed") & df[metric].notna()]
+    datasets = sorted(done.loc[(done["activation"] == "helu") & done["margin"].notna(), "dataset"].dropna().unique())
+    if not datasets:
+        raise Skip(f"no completed HeLU run with {metric}")
+    s = summarize(done, ("dataset", "activation", "margin"), [metric], baseline=None).stats
+    fig, axes = _grid(len(datasets))
+    for ax, ds in zip(axes, datasets):
+        g = s[s["dataset"] == ds]
+        helu = g[(g["activation"] == "helu") & g["margin"].notna()].sort_values("margin")
+        m, lo, hi = (helu[f"{metric}:{k}"].to_numpy(float) * 100 for k in ("mean", "ci_low", "ci_high"))
+        err = np.nan_to_num(np.vstack([m - lo, hi - m]))  # n=1: no interval, no bar
+        x = helu["margin"].to_numpy(float)
+        ax.errorbar(x, m, yerr=err, color=style.color_for("helu"), marker="o", ms=4, capsize=3,
+                    label="HeLU (95% CI)")
+        for _, r in g[g["activation"] != "helu"].iterrows():
+            c = style.color_for(r["activation"])
+            ax.axhline(r[f"{metric}:mean"] * 100, color=c, lw=1.2, ls="--", label=style.label_for(r["activation"]))
+            if not is_nan(r[f"{metric}:ci_low"]):
+                ax.axhspan(r[f"{metric}:ci_low"] * 100, r[f"{metric}:ci_high"] * 100, color=c, alpha=0.12, lw=0)
+        if len(x) and x.min() > 0 and x.max() / x.min() >= 10:
+            ax.set_xscale("log")
+        ax.set(title=str(ds), xlabel="margin α", ylabel=f"{metric} (%)")
+    fig.suptitle("Mean over seeds with 95% bootstrap CI; dashed: other activations (band: their CI)", fontsize=9)
+    _legend(fig, axes)
+    return style.save(fig, out, "acc_vs_margin")
+
+
+def _legend(fig, axes) -> None:
+    """One figure legend right of the panels, entries deduplicated and in a stable order."""
+    handles = {lab: h for ax in axes for h, lab in zip(*ax.get_legend_handles_labels())}
+    labels = sorted(handles, key=style.legend_key)
+    fig.legend([handles[k] for k in labels], labels, loc="outside right upper")
+
+
+def dead_long(df: pd.DataFrame) -> pd.DataFrame:
+    """Per-epoch dead rates of completed runs as a long frame (needs load_frame(..., history=True))."""
+    if "dead_history" not in df:
+        raise Skip("frame was loaded without history")
+    rows = []
+    for _, r in df[df["status"] == "completed"].iterrows():
+        for i, h in enumerate(r["dead_history"] or []):
+            rows.append({"dataset": r["dataset"], "activation": r["activation"], "margin": r["margin"],
+                         "seed": r["seed"], "epoch": h.get("epoch", i), "dead_fwd": h.get("dead_fwd"),
+                         "dead_grad": h.get("dead_grad")})
+    return pd.DataFrame(rows)
+
+
+def fig_dead_curves(df: pd.DataFrame, out: Path) -> list[Path]:
+    """Forward- and gradient-dead rates over epochs, one line per activation (HeLU: one per margin)."""
+    long = dead_long(df)
+    if long.empty or long[["dead_fwd", "dead_grad"]].isna().all().all():
+        raise Skip("no completed run has dead-neuron history (monitor off?)")
+    datasets = sorted(long["dataset"].dropna().unique())
+    fig, axes = plt.subplots(len(datasets), 2, figsize=(7.6, 2.6 * len(datasets)), layout="constrained",
+                             squeeze=False)
+    helu_margins = sorted(long.loc[long["activation"] == "helu", "margin"].dropna().unique())
+    for row, ds in zip(axes, datasets):
+        d = long[long["dataset"] == ds]
+        for (act, margin), g in d.groupby(["activation", "margin"], dropna=False, sort=True):
+            k = helu_margins.index(margin) if act == "helu" and margin in helu_margins else None
+            ls = "-" if k is None else style.LINESTYLES[k % len(style.LINESTYLES)]
+            c = style.color_for(act) if k is None else style.shade(act, k, len(helu_margins))
+            stats = g.groupby("epoch")[["dead_fwd", "dead_grad"]].agg(["mean", "std"])
+            for ax, key in zip(row, ("dead_fwd", "dead_grad")):
+                mean, std = stats[(key, "mean")] * 100, stats[(key, "std")].fillna(0) * 100
+                ax.plot(mean.index, mean, color=c, ls=ls, marker="." if len(mean) <= 30 else None, ms=4,
+                        label=style.label_for(act, margin if act == "helu" else None))
+                ax.fill_between(mean.index, mean - std, mean + std, color=c, alpha=0.12, lw=0)
+        row[0].set(title=f"{ds}: forward-dead", xlabel="epoch", ylabel="dead units (%)")
+        row[1].set(title=f"{ds}: gradient-dead", xlabel="epoch", ylabel="dead units (%)")
+        for ax in row:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    fig.suptitle("Dead units per epoch: mean over seeds, band ± 1 std", fontsize=9)
+    _legend(fig, axes.flat)
+    return style.save(fig, out, "dead_curves")
+
+
+def fig_bench(bench_dir: Path, out: Path) -> list[Path]:
+    """Fig. 3/4 through actlab.report.bench_figures (fig4(payload, out) / fig3(payload, out))."""
+    jobs = [(name, bench_dir / f"{stem}.json") for name, stem in (("fig4", "inference"), ("fig3", "inference_glue"))]
+    jobs = [(n, p) for n, p in jobs if p.is_file()]
+    if not jobs:
+        raise Skip(f"no {bench_dir}/inference.json or inference_glue.json (run `actlab bench inference`)")
+    try:
+        from actlab.report import bench_figures
+    except ImportError as e:
+        raise Skip(f"actlab.report.bench_figures is not importable ({e})") from e
+    paths: list[Path] = []
+    for name, p in jobs:
+        paths += [Path(x) for x in getattr(bench_figures, name)(json.loads(p.read_text()), out)]
+    return paths
+
+
+def make_figures(df: pd.DataFrame, out: Path, margin: float = 1.0, bench_dir: Path | None = None,
+                 metric: str = "test/acc", run_id: str | None = None) -> tuple[list[Path], dict[str, str]]:
+    """Draw every figure that has data; return (paths written, {figure: reason skipped})."""
+    style.use()
+    out = Path(out)
+    jobs = {
+        "fig2_activations": lambda: fig_activations(out, margin),
+        "fig1b_preact_hist": lambda: fig_preact_hist(df, out, run_id),
+        "acc_vs_margin": lambda: fig_acc_vs_margin(df, out, metric),
+        "dead_curves": lambda: fig_dead_curves(df, out),
+        "fig3/fig4 (bench)": lambda: fig_bench(Path(bench_dir or "results/bench"), out),
+    }
+    written, skipped = [], {}
+    for name, job in jobs.items():
+        try:
+            written += job()
+        except Skip as e:
+            skipped[name] = str(e)
+        finally:
+            plt.close("all")
+    return written, skipped
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("runs_dir", nargs="?", default="results/runs", help="run records (default results/runs)")
+    parser.add_argument("--out", default="results/figures", help="output folder")
+    parser.add_argument("--margin", type=float, default=1.0, help="HeLU margin drawn in Fig. 2 (paper: 1.0)")
+    parser.add_argument("--metric", default="test/acc", help="metric of the accuracy-vs-margin figure")
+    parser.add_argument("--run-id", default=None, help="run whose histogram Fig. 1b shows")
+    parser.add_argument("--bench-dir", default="results/bench", help="where bench json files are")
+    parser.add_argument("--no-wandb", action="store_true", help="ignore W&B offline runs")
+
+
+def run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    console = Console()
+    df = load_frame(args.runs_dir, history=True, wandb=not args.no_wandb)
+    if df.empty:
+        console.print(f"[yellow]no run records under {args.runs_dir}: drawing the run-independent figures[/yellow]")
+    written, skipped = make_figures(df, Path(args.out), args.margin, Path(args.bench_dir), args.metric, args.run_id)
+    for name, reason in skipped.items():
+        console.print(f"[yellow]skipped {name}:[/yellow] {reason}")
+    for p in written:
+        console.print(f"wrote {p}")
+    return 0
