@@ -98,6 +98,17 @@ def test_zero_slope_behaves_like_relu(act):
     assert r["dead_fwd/1"] == r["dead_grad/1"] == r["zero_rate/1"] == pytest.approx(6 / 8)
 
 
+def test_prelu_slopes_off_the_unit_axis_fall_back_to_autograd():
+    """nn.PReLU(3) on (N, 3, D) puts slopes on dim 1 (positions), not on the unit (last) dim."""
+    x = torch.rand(16, 3, D_IN, generator=torch.Generator().manual_seed(0))
+    r = measure(one_layer(nn.PReLU(3, init=0.0), BIASES), [x])
+    assert r["dead_fwd/1"] == r["dead_grad/1"] == pytest.approx(6 / 8)
+    r = measure(one_layer(nn.PReLU(3, init=1e-7), BIASES), [x])  # slope below eps: still grad-dead
+    assert r["dead_grad/1"] == pytest.approx(6 / 8)
+    r = measure(one_layer(nn.PReLU(3, init=0.1), BIASES), [x])
+    assert r["dead_grad/1"] == 0.0
+
+
 def test_generic_derivative_smelu():
     """SmeLU has no closed form here: f' comes from autograd. Below -beta it is 0 and so is f."""
     r = measure(one_layer(SmeLU(beta=0.5), [ALIVE, BAND, -0.6, DEAD]), [inputs()])

@@ -189,8 +189,8 @@ class _Site:
                 grad = torch.full_like(mx, math.inf) if slope else mx
             else:
                 grad = torch.where(slope, math.inf, mx)
-        else:
-            grad = _unit_amax(_derivative(self.module, z).abs())
+        else:  # generic, or an nn.PReLU whose slopes are not on the unit axis (its grad_thr is 0, not eps)
+            grad = _unit_amax(_derivative(self.module, z).abs()) - (self.eps - self.grad_thr)
         self.grad = self._fold(self.grad, grad, self.path)
         if self._counting():
             self.nonzero = self.nonzero + torch.count_nonzero(out != 0)  # != 0 first: ~20x faster on floats

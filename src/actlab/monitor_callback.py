@@ -10,6 +10,10 @@ least once. Bare keys (`dead_fwd`, ...): `measure()` on a fixed probe set, the f
 examples of the validation loader, cached once so that rates compare across epochs, activations and
 runs. At the end of training the probe's per-layer pre-activation histogram goes to
 `<out_dir>/preact_hist.json`. Everything is logged through `pl_module.log` to the attached loggers.
+Under DDP the training counts are reduced over ranks (max / sum); every rank measures the same probe.
+Dict batches are fed to the model as keyword arguments (HF style); their attention_mask drops padding.
+Activation checkpointing re-runs forwards inside backward: the hooks then see each z twice, which
+leaves every rate unchanged.
 """
 
 from __future__ import annotations
