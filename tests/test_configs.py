@@ -73,3 +73,17 @@ def test_config_errors_exit_nonzero_with_one_clear_message(args, message):
     assert out.returncode != 0
     assert message in out.stderr
     assert "Traceback" not in out.stderr
+
+
+EXPERIMENTS = sorted(f.stem for f in (CONF / "experiment").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_experiment_presets_compose_with_their_sweep_grid(name, tmp_path):
+    cfg = make_cfg(tmp_path, f"experiment={name}", fast=False, return_hydra_config=True)
+    params = cfg.hydra.sweeper.params
+    assert "seed" in params and len(str(params.seed).split(",")) == 3
+    assert "activation" in params
+    if name == "paper_table1":
+        assert cfg.model.name == "wrn40_4" and cfg.trainer.max_epochs == 100 and cfg.optim.lr == 0.01
+        assert set(str(params["activation.margin"]).split(",")) == {"0.001", "0.01", "0.05", "0.1"}
