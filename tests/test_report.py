@@ -131,16 +131,6 @@ def test_fast_record_decoding_matches_json(runs, tmp_path):
     assert df["test/acc"].item() == rec["metrics"]["test/acc"] and df["dead_fwd"].item() == rec["dead"]["final"]["dead_fwd"]
 
 
-def test_parallel_reading_gives_the_same_frame(runs, monkeypatch):
-    import actlab.report.frame as frame
-
-    serial = load_frame(runs, workers=1)
-    monkeypatch.setattr(frame, "PARALLEL_MIN", 2)
-    parallel = load_frame(runs, workers=2)
-    pd.testing.assert_frame_equal(serial, parallel)
-    assert len(parallel) == 14
-
-
 # --- statistics: known answers -------------------------------------------------------------------------
 def test_mean_std_n_and_ci(runs):
     s = summ.summarize(load_frame(runs))

@@ -213,7 +213,8 @@ def _final(callback_metrics: dict) -> dict:
     """Epoch-level `stage/name` metrics as floats (`*_step` values dropped, `_epoch` suffixes removed)."""
     out = {}
     for k, v in callback_metrics.items():
-        if "/" in k and not k.endswith("_step"):
+        # Per-layer dead rates also carry "/", but they belong to record["dead"], not here.
+        if k.startswith(("train/", "val/", "test/")) and not k.endswith("_step"):
             out[k.removesuffix("_epoch")] = float(v)
     return out
 

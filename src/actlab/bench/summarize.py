@@ -84,7 +84,7 @@ def write_runs(root: Path, n: int, epochs: int, layers: int) -> int:
 
 
 def _cpu() -> float:
-    """User + system seconds of this process and its finished children (the forked record readers)."""
+    """User + system seconds of this process (and of finished children, should any be used)."""
     t = os.times()
     return t.user + t.system + t.children_user + t.children_system
 
@@ -133,7 +133,7 @@ def time_shape(n: int, epochs: int, layers: int, repeats: int, console) -> dict:
         "n_records": n, "epochs": epochs, "layers": layers, "bytes_per_record": round(size / n),
         "groups": int(df.groupby(["dataset", "activation", "margin"], dropna=False).ngroups),
         "load_s": summary(load_s), "summarize_s": summary(table_s), "total_s": total,
-        # CPU seconds of this process and its reader workers: a load-independent measure of the work
+        # CPU seconds: a load-independent measure of the work (about the wall time on an idle machine)
         "cpu_s": summary(cpu_s), "loadavg_1min": _loadavg(), "within_target": total["median"] < TARGET_S,
     }
 

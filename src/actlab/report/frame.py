@@ -24,7 +24,6 @@ from pathlib import Path
 import pandas as pd
 
 RECORD_NAME = "record.json"
-PARALLEL_MIN = 2000  # below this, starting worker processes costs more than it saves
 DEAD_KEYS = ("dead_fwd", "dead_grad", "band", "zero_rate")
 TIMING_KEYS = ("started_at", "ended_at", "wall_s", "fit_s", "test_s", "s_per_epoch")
 # Config paths promoted to short column names (what tables group by); every other key stays dotted.
@@ -203,30 +202,6 @@ def find_records(root: Path, max_depth: int = 3) -> list[Path]:
     return [Path(p) for p in sorted(found)]  # sorting str, not Path: 10x faster for 10k paths
 
 
-def _read_chunk(args: tuple) -> list[dict]:
-    return [read_record(p, *args[1:]) for p in args[0]]
-
-
-def read_records(paths: list[Path], per_layer: bool = False, history: bool = False,
-                 workers: int | None = None) -> list[dict]:
-    """Rows for many record.json files. Decoding is CPU-bound, so from PARALLEL_MIN records on the
-    files are split over forked worker processes (workers=None: one per core, at most 8; 1: serial)."""
-    workers = min(os.cpu_count() or 1, 8) if workers is None else workers
-    if workers < 2 or len(paths) < PARALLEL_MIN:
-        return _read_chunk((paths, per_layer, history))
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    # fork: workers start in milliseconds with the parent's imports; contiguous slices keep the order
-    step = -(-len(paths) // workers)
-    chunks = [(paths[i:i + step], per_layer, history) for i in range(0, len(paths), step)]
-    try:
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as ex:
-            return [row for rows in ex.map(_read_chunk, chunks) for row in rows]
-    except (OSError, RuntimeError, ValueError):  # no fork here, or a worker died: read serially
-        return _read_chunk((paths, per_layer, history))
-
-
 # --- W&B offline runs ------------------------------------------------------------------------------
 # A run-<id>.wandb file is a 7-byte header (":W&B", magic 0xBEE1, version) and then LevelDB-log
 # blocks of 32 KiB: each chunk has a 7-byte header (crc32, length, type FULL/FIRST/MIDDLE/LAST) and
@@ -384,13 +359,11 @@ def load_frame(
     history: bool = False,
     wandb: bool = True,
     wandb_project: str | None = None,
-    workers: int | None = None,
 ) -> pd.DataFrame:
     """Read every run under `source` (a runs dir, a record.json, a .wandb file, or several of these).
 
     per_layer adds "dead_fwd/<layer>" columns; history adds object columns `history` and
     `dead_history` (lists of per-epoch dicts) for the figures. wandb=False ignores offline W&B runs.
-    workers: processes decoding records (None: one per core for >= PARALLEL_MIN records; 1: serial).
     """
     sources = [source] if isinstance(source, (str, Path)) else list(source)
     rows: list[dict] = []
@@ -402,7 +375,8 @@ def load_frame(
         else:
             files = find_records(src)
             wandb_files = find_wandb_offline(src) if wandb else []
-        rows += read_records(files, per_layer, history, workers)
+        # Serial on purpose: forked readers were slower on a shared 2-core machine (pickling rows back)
+        rows += [read_record(p, per_layer, history) for p in files]
         for p in wandb_files:
             try:
                 rows.append(read_wandb_offline(p, per_layer, history))
