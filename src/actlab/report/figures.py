@@ -143,7 +143,7 @@ def fig_acc_vs_margin(df: pd.DataFrame, out: Path, metric: str = "test/acc") -> 
         if len(x) and x.min() > 0 and x.max() / x.min() >= 10:
             ax.set_xscale("log")
         ax.set(title=str(ds), xlabel="margin α", ylabel=f"{metric} (%)")
-    fig.suptitle("Mean over seeds with 95% bootstrap CI; dashed: other activations (band: their CI)", fontsize=9)
+    fig.suptitle("HeLU: mean over seeds, 95% bootstrap CI\n(dashed: other activations, band: their CI)", fontsize=9, x=0.02, ha="left")
     _legend(fig, axes)
     return style.save(fig, out, "acc_vs_margin")
 
