@@ -85,7 +85,7 @@ class ResNet(nn.Module):
         # Adaptive pool: any image_size works (32 for CIFAR, 64 for downsized Imagenette).
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(in_ch, num_classes)
-        _init_weights(self)
+        init_weights(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stem(x)
@@ -118,7 +118,7 @@ def _check_common(num_classes: int, in_channels: int, image_size: int) -> None:
             raise ValueError(f"model.{key} must be >= 1, got {value}")
 
 
-def _init_weights(model: nn.Module) -> None:
+def init_weights(model: nn.Module) -> None:
     """He (Kaiming) normal init for convs, as in He et al. 2015 and torchvision: fan_out mode
     with the ReLU gain (HeLU's forward is ReLU; for other activations it is the usual default).
     BN starts as identity. The head keeps PyTorch's default: no rectifier follows it."""

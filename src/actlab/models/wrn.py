@@ -14,6 +14,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from actlab.models.resnet import init_weights
+
 ActFactory = Callable[[], nn.Module]
 
 
@@ -92,14 +94,7 @@ class WideResNet(nn.Module):
         self.fc = nn.Linear(in_ch, num_classes)
 
         # He normal (fan_out, ReLU gain) for convs as in the authors' code; BN as identity.
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.zeros_(m.bias)
+        init_weights(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv1(x)
