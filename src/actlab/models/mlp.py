@@ -15,6 +15,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from actlab.models.resnet import check_positive
+
 ActFactory = Callable[[], nn.Module]
 NORMS = ("none", "batch", "layer")
 
@@ -52,15 +54,9 @@ class MLP(nn.Module):
         norm: str = "none",
     ):
         super().__init__()
-        for key, value in (
-            ("num_classes", num_classes),
-            ("in_channels", in_channels),
-            ("image_size", image_size),
-            ("depth", depth),
-            ("width", width),
-        ):
-            if value < 1:
-                raise ValueError(f"model.{key} must be >= 1, got {value}")
+        check_positive(
+            num_classes=num_classes, in_channels=in_channels, image_size=image_size, depth=depth, width=width
+        )
         if norm not in NORMS:
             raise ValueError(f"model.norm must be one of {'|'.join(NORMS)}, got {norm!r}")
 

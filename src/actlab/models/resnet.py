@@ -58,7 +58,7 @@ class ResNet(nn.Module):
     ):
         super().__init__()
         blocks = tuple(int(b) for b in blocks)  # Hydra hands over a ListConfig
-        _check_common(num_classes, in_channels, image_size)
+        check_positive(num_classes=num_classes, in_channels=in_channels, image_size=image_size)
         if not blocks or any(b < 1 for b in blocks):
             raise ValueError(f"model.blocks must be a non-empty list of positive ints, got {list(blocks)}")
         if width < 1:
@@ -108,12 +108,9 @@ def resnet_small(
     return ResNet(num_classes, in_channels, image_size, act, blocks=(1, 1, 1), width=width)
 
 
-def _check_common(num_classes: int, in_channels: int, image_size: int) -> None:
-    for key, value in (
-        ("num_classes", num_classes),
-        ("in_channels", in_channels),
-        ("image_size", image_size),
-    ):
+def check_positive(**knobs) -> None:
+    """One-line ValueError naming the first `model.<knob>` that is below 1 (all models share this)."""
+    for key, value in knobs.items():
         if int(value) < 1:
             raise ValueError(f"model.{key} must be >= 1, got {value}")
 

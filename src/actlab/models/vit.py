@@ -17,6 +17,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from actlab.models.resnet import check_positive
+
 ActFactory = Callable[[], nn.Module]
 
 
@@ -70,17 +72,9 @@ class ViT(nn.Module):
         pool: str = "mean",
     ):
         super().__init__()
-        for key, value in (
-            ("num_classes", num_classes),
-            ("in_channels", in_channels),
-            ("image_size", image_size),
-            ("patch", patch),
-            ("dim", dim),
-            ("depth", depth),
-            ("heads", heads),
-        ):
-            if value < 1:
-                raise ValueError(f"model.{key} must be >= 1, got {value}")
+        check_positive(
+            num_classes=num_classes, in_channels=in_channels, image_size=image_size, patch=patch, dim=dim, depth=depth, heads=heads
+        )
         if image_size % patch:
             raise ValueError(f"model.image_size ({image_size}) must be divisible by model.patch ({patch})")
         if dim % heads:

@@ -14,7 +14,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from actlab.models.resnet import init_weights
+from actlab.models.resnet import check_positive, init_weights
 
 ActFactory = Callable[[], nn.Module]
 
@@ -60,13 +60,7 @@ class WideResNet(nn.Module):
         dropout: float = 0.0,
     ):
         super().__init__()
-        for key, value in (
-            ("num_classes", num_classes),
-            ("in_channels", in_channels),
-            ("image_size", image_size),
-        ):
-            if value < 1:
-                raise ValueError(f"model.{key} must be >= 1, got {value}")
+        check_positive(num_classes=num_classes, in_channels=in_channels, image_size=image_size)
         if depth < 10 or (depth - 4) % 6:
             raise ValueError(f"model.depth must be 6n+4 with n >= 1 (10, 16, 22, 28, 40, ...), got {depth}")
         if widen < 1:
