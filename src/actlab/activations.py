@@ -9,6 +9,7 @@ control. At inference HeLU is ReLU: `for_inference()` makes that literal.
 
 from __future__ import annotations
 
+import functools
 import logging
 import types
 from collections.abc import Callable
@@ -341,18 +342,23 @@ def _set_submodule(model: nn.Module, path: str, new: nn.Module) -> None:
         setattr(parent, attr, new)
 
 
-def swap(model: nn.Module, name: str, **kwargs) -> nn.Module:
+def swap(model: nn.Module, name: str | Callable[[], nn.Module], **kwargs) -> nn.Module:
     """Put a fresh `build(name, **kwargs)` at every activation site of `model` (in place; returns it).
 
-    One instance per site: a module registered under several names gets one per name, and
-    torchvision ResNet blocks are split first (see _split_torchvision_blocks). What was replaced is
-    logged and kept on the model as `model.actlab_swapped` (list of "path: Old -> New").
+    `name` may also be a zero-argument constructor (what `factory` returns). One instance per site:
+    a module registered under several names gets one per name, and torchvision ResNet blocks are
+    split first (see _split_torchvision_blocks). What was replaced is logged and kept on the model
+    as `model.actlab_swapped` (list of "path: Old -> New").
     """
-    build(name, **kwargs)  # validate before touching the model
+    if callable(name):
+        make, name = name, getattr(name, "activation_name", getattr(name, "__name__", "custom"))
+    else:
+        build(name, **kwargs)  # validate before touching the model
+        make = functools.partial(build, name, **kwargs)
     split = _split_torchvision_blocks(model)
     report = [f"{p}: split shared relu into one module per call" for p in split]
     for path, old in activation_sites(model):
-        new = build(name, **kwargs)
+        new = make()
         _set_submodule(model, path, new)
         report.append(f"{path}: {type(old).__name__} -> {type(new).__name__}")
     model.actlab_swapped = report

@@ -1,4 +1,4 @@
-"""Learning-rate schedules over optimizer steps (cosine, step, one-cycle), built from config partials.
+"""Learning-rate schedules over optimizer steps (cosine, linear, step, one-cycle), built from config partials.
 
 Each function takes (optimizer, total_steps) plus its knobs and returns a torch LR scheduler that
 is stepped every optimizer step, so schedules mean the same thing whatever the epoch count.
@@ -31,7 +31,22 @@ def step(optimizer: Optimizer, total_steps: int, milestones=(0.5, 0.75), gamma: 
     return LambdaLR(optimizer, lambda s: gamma ** sum(s >= m for m in marks))
 
 
-def onecycle(optimizer: Optimizer, total_steps: int, pct_start: float = 0.3) -> LRScheduler:
-    """torch's OneCycleLR peaking at each group's configured lr."""
+def linear(optimizer: Optimizer, total_steps: int, warmup: float = 0.1) -> LRScheduler:
+    """Linear warm-up over `warmup` (fraction of steps), then linear decay to 0: BERT's fine-tuning schedule."""
+    warm = int(warmup * total_steps)
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        return max(0.0, (total_steps - step) / max(1, total_steps - warm))
+
+    return LambdaLR(optimizer, factor)
+
+
+def onecycle(optimizer: Optimizer, total_steps: int, pct_start: float = 0.3, anneal: str = "cos") -> LRScheduler:
+    """torch's OneCycleLR peaking at each group's configured lr; `anneal` "cos" or "linear" (triangular)."""
+    if anneal not in ("cos", "linear"):
+        raise ValueError(f"scheduler.anneal must be cos or linear, got {anneal!r}")
     max_lr = [g["lr"] for g in optimizer.param_groups]
-    return OneCycleLR(optimizer, max_lr=max_lr, total_steps=max(1, total_steps), pct_start=pct_start)
+    return OneCycleLR(optimizer, max_lr=max_lr, total_steps=max(1, total_steps), pct_start=pct_start,
+                      anneal_strategy=anneal)

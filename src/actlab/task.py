@@ -36,61 +36,26 @@ def param_groups(model: nn.Module, weight_decay: float, decay_norm_and_bias: boo
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-class Classifier(L.LightningModule):
-    """Image classification with any backbone that maps a batch of images to logits."""
+class TrainTask(L.LightningModule):
+    """What every actlab task shares: optimizer from a config partial with decay groups, a per-step lr
+    schedule, and RNG state in checkpoints. Subclasses set `kind` (the data module kind they fit)."""
 
-    def __init__(
-        self,
-        model: nn.Module,
-        num_classes: int,
-        optimizer: Callable,
-        scheduler: Callable | None = None,
-        label_smoothing: float = 0.0,
-        decay_norm_and_bias: bool = False,
-    ):
+    kind: str = ""
+    main_metric: str = "test/loss"  # what the CLI prints and a sweeper would optimise
+
+    def __init__(self, model: nn.Module, optimizer: Callable, scheduler: Callable | None = None,
+                 decay_norm_and_bias: bool = False):
         super().__init__()
         self.model = model
-        self.num_classes = num_classes
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.decay_norm_and_bias = decay_norm_and_bias
-        self.loss_fn = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
-        stages = ("train", "val", "test")
-        # ModuleDict keys cannot be "train" (nn.Module.train), hence the "_acc" suffixes.
-        self.metrics = nn.ModuleDict()
-        for s in stages:
-            self.metrics[f"{s}_acc"] = MulticlassAccuracy(num_classes, top_k=1, average="micro")
-            if num_classes > 10:
-                self.metrics[f"{s}_acc_top5"] = MulticlassAccuracy(num_classes, top_k=5, average="micro")
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x)
-
-    def _step(self, batch, stage: str) -> torch.Tensor:
-        x, y = batch
-        logits = self(x)
-        loss = self.loss_fn(logits, y)
-        if stage == "train" and not torch.isfinite(loss):
+    def check_finite(self, loss: torch.Tensor) -> None:
+        if not torch.isfinite(loss):
             raise FloatingPointError(
                 f"loss is {loss.item()} at step {self.global_step}; lower optim.lr or try another margin"
             )
-        n = y.shape[0]
-        self.log(f"{stage}/loss", loss, on_step=stage == "train", on_epoch=True, prog_bar=True, batch_size=n)
-        for name in ("acc", "acc_top5"):
-            metric = self.metrics[f"{stage}_{name}"] if f"{stage}_{name}" in self.metrics else None
-            if metric is not None:
-                metric(logits, y)
-                self.log(f"{stage}/{name}", metric, on_step=False, on_epoch=True, prog_bar=name == "acc")
-        return loss
-
-    def training_step(self, batch, batch_idx):
-        return self._step(batch, "train")
-
-    def validation_step(self, batch, batch_idx):
-        self._step(batch, "val")
-
-    def test_step(self, batch, batch_idx):
-        self._step(batch, "test")
 
     def configure_optimizers(self):
         wd = self.optimizer_factory.keywords.get("weight_decay", 0.0)
@@ -119,3 +84,57 @@ class Classifier(L.LightningModule):
         torch.set_rng_state(rng["torch"])
         random.setstate((3, tuple(rng["python"]), rng["python_pos"]))
         np.random.set_state(("MT19937", rng["numpy"].numpy().astype(np.uint32), rng["numpy_pos"], 0, 0.0))
+
+
+class Classifier(TrainTask):
+    """Image classification with any backbone that maps a batch of images to logits."""
+
+    kind = "image"
+    main_metric = "test/acc"
+
+    def __init__(
+        self,
+        model: nn.Module,
+        num_classes: int,
+        optimizer: Callable,
+        scheduler: Callable | None = None,
+        label_smoothing: float = 0.0,
+        decay_norm_and_bias: bool = False,
+    ):
+        super().__init__(model, optimizer, scheduler, decay_norm_and_bias)
+        self.num_classes = num_classes
+        self.loss_fn = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+        stages = ("train", "val", "test")
+        # ModuleDict keys cannot be "train" (nn.Module.train), hence the "_acc" suffixes.
+        self.metrics = nn.ModuleDict()
+        for s in stages:
+            self.metrics[f"{s}_acc"] = MulticlassAccuracy(num_classes, top_k=1, average="micro")
+            if num_classes > 10:
+                self.metrics[f"{s}_acc_top5"] = MulticlassAccuracy(num_classes, top_k=5, average="micro")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    def _step(self, batch, stage: str) -> torch.Tensor:
+        x, y = batch
+        logits = self(x)
+        loss = self.loss_fn(logits, y)
+        if stage == "train":
+            self.check_finite(loss)
+        n = y.shape[0]
+        self.log(f"{stage}/loss", loss, on_step=stage == "train", on_epoch=True, prog_bar=True, batch_size=n)
+        for name in ("acc", "acc_top5"):
+            metric = self.metrics[f"{stage}_{name}"] if f"{stage}_{name}" in self.metrics else None
+            if metric is not None:
+                metric(logits, y)
+                self.log(f"{stage}/{name}", metric, on_step=False, on_epoch=True, prog_bar=name == "acc")
+        return loss
+
+    def training_step(self, batch, batch_idx):
+        return self._step(batch, "train")
+
+    def validation_step(self, batch, batch_idx):
+        self._step(batch, "val")
+
+    def test_step(self, batch, batch_idx):
+        self._step(batch, "test")

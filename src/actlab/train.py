@@ -3,6 +3,8 @@
     actlab-train                                     # Fashion-MNIST, small ResNet, ReLU, CPU
     actlab-train model=mlp activation=helu activation.margin=0.05 seed=1
     actlab-train -m activation=relu,gelu,helu seed=0,1,2     # a sweep (see hydra/launcher)
+    actlab-train experiment=glue dataset=glue/sst2 model=minilm activation=helu   # GLUE fine-tune
+    actlab-train experiment=mlm dataset=mlm/wikitext model=bert_small activation=relu  # MLM pre-train
     actlab-train --cfg job                           # print the composed config
 
 Every run leaves `<paths.runs_dir>/<run_id>/record.json` (see actlab.records), whatever the logger.
@@ -99,13 +101,54 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _materialise(model: torch.nn.Module, in_channels: int, image_size: int) -> None:
+def _materialise(model: torch.nn.Module, example) -> None:
     """One eval-mode forward so lazy parameters (per-channel PReLU) exist before the optimizer."""
+    from actlab.monitor import forward
+
     was_training = model.training
     model.eval()
     with torch.no_grad():
-        model(torch.zeros(2, in_channels, image_size, image_size))
+        forward(model, example)
     model.train(was_training)
+
+
+def _check_fit(cfg: DictConfig, dm) -> None:
+    """The task must fit the data (image classification, GLUE, masked LM), and text data must use the
+    model's tokenizer: one clear error each, before anything is built."""
+    from hydra.utils import get_class
+
+    kind = getattr(dm, "kind", "image")
+    task_kind = getattr(get_class(cfg.task._target_), "kind", "") if cfg.get("task") else ""
+    if task_kind and task_kind != kind:
+        fix = {"image": "task=classify", "glue": "experiment=glue (or task=glue)", "mlm": "experiment=mlm (or task=mlm)"}
+        raise ValueError(f"task={cfg.task._target_.rsplit('.', 1)[-1]} does not fit dataset={cfg.dataset.get('name')} "
+                         f"({kind} data); use {fix.get(kind, 'a matching task')}")
+    data_tok, model_tok = cfg.dataset.get("tokenizer"), cfg.model.get("tokenizer")
+    if data_tok is not None and model_tok is not None and str(data_tok) != str(model_tok):
+        raise ValueError(f"tokenizer/model mismatch: dataset.tokenizer={data_tok} but model={cfg.model.get('name')} "
+                         f"uses {model_tok}; drop the dataset.tokenizer override or set model.tokenizer")
+
+
+def _build_model(cfg: DictConfig, dm, act):
+    """The model for this data: the data module says what its inputs/outputs are (model_kwargs)."""
+    kwargs = dict(dm.model_kwargs())
+    spec = cfg.model.get("checkpoint")
+    if spec:
+        from actlab import checkpoints
+
+        want = (cfg.activation.get("name"), cfg.activation.get("margin")) if cfg.activation else (None, None)
+        folder, trained = checkpoints.resolve(str(spec), Path(cfg.paths.runs_dir), cfg.model.get("name"), want)
+        if trained is not None and trained != want:
+            log.warning("model.checkpoint was pre-trained with %s but this run uses %s", trained, want)
+        kwargs["checkpoint"] = str(folder)
+    try:
+        return _build(cfg.model, act=act, **kwargs)
+    except InstantiationException as e:
+        err = _unwrap(e)
+        if isinstance(err, TypeError) and "unexpected keyword" in str(err):
+            raise ValueError(f"model={cfg.model.get('name')} does not fit dataset={cfg.dataset.get('name')} "
+                             f"({getattr(dm, 'kind', 'image')} data): {err}") from None
+        raise
 
 
 def run(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> dict:
@@ -149,12 +192,12 @@ def _fit(cfg: DictConfig, rid: str, run_dir: Path, config: dict, previous: dict 
     try:
         L.seed_everything(cfg.seed, workers=True, verbose=False)
         dm = _build(cfg.dataset)
+        _check_fit(cfg, dm)
         act = _build(cfg.activation)
-        model = _build(cfg.model, num_classes=dm.num_classes, in_channels=dm.in_channels,
-                       image_size=dm.image_size, act=act)
-        _materialise(model, dm.in_channels, dm.image_size)
-        task = _build(cfg.task, model=model, num_classes=dm.num_classes,
-                      optimizer=_build(cfg.optim), scheduler=_build(cfg.scheduler))
+        model = _build_model(cfg, dm, act)
+        _materialise(model, dm.example_input())
+        task = _build(cfg.task, model=model, optimizer=_build(cfg.optim), scheduler=_build(cfg.scheduler),
+                      **dm.task_kwargs())
 
         history = History(on_epoch=lambda rows: record.update(history=rows, dead=_dead(monitor)))
         monitor = _build(cfg.monitor, out_dir=str(run_dir))
@@ -193,6 +236,8 @@ def _fit(cfg: DictConfig, rid: str, run_dir: Path, config: dict, previous: dict 
         files = {"checkpoint": "checkpoints/last.ckpt"}
         if (run_dir / "preact_hist.json").exists():
             files["preact_hist"] = "preact_hist.json"
+        if rank_zero and hasattr(task, "export"):  # masked LM: the model fine-tuning starts from
+            files.update(task.export(run_dir, dm, activation=config.get("activation")))
         if rank_zero:
             record.finish("completed", metrics=metrics, history=history.rows, dead=_dead(monitor),
                           timings=timings, files=files)
@@ -263,9 +308,14 @@ def _hydra_main(cfg: DictConfig) -> float | None:
         sys.exit(1)
     sweep.note(rec["run_id"], "completed")
     metrics = rec.get("metrics", {})
-    print(f"actlab-train: {rec['run_id']} test/acc={metrics.get('test/acc', float('nan')):.4f} "
+    main = next((k for k in MAIN_METRICS if k in metrics), "test/acc")
+    print(f"actlab-train: {rec['run_id']} {main}={metrics.get(main, float('nan')):.4f} "
           f"record: {Path(cfg.paths.runs_dir) / rec['run_id'] / records.RECORD}")
-    return metrics.get("test/acc")
+    return metrics.get(main)
+
+
+# The metric a run reports on the command line (and returns to a Hydra sweeper), first one present.
+MAIN_METRICS = ("test/score", "test/acc", "test/loss")
 
 
 @contextlib.contextmanager

@@ -182,6 +182,19 @@ class VisionDataModule(L.LightningDataModule):
         self.val_dataset: Dataset | None = None
         self.test_dataset: Dataset | None = None
 
+    kind = "image"
+
+    # -- what models and tasks are told about the data (see train._build_model)
+    def model_kwargs(self) -> dict[str, Any]:
+        return {"num_classes": self.num_classes, "in_channels": self.in_channels, "image_size": self.image_size}
+
+    def task_kwargs(self) -> dict[str, Any]:
+        return {"num_classes": self.num_classes}
+
+    def example_input(self) -> torch.Tensor:
+        """A two-image batch of zeros, to materialise lazy parameters before the optimizer exists."""
+        return torch.zeros(2, self.in_channels, self.image_size, self.image_size)
+
     # -- what a dataset provides
     def _locate(self, download: bool) -> Any:
         """Find (or fetch, when allowed) the files; return what `_load` needs; raise FileNotFoundError."""

@@ -1,0 +1,109 @@
+"""GLUE fine-tuning: the sequence-classification LightningModule and GLUE's metrics, per task.
+
+Metrics (torchmetrics, on the dev split(s); values in [0, 1] or [-1, 1], as the vision accuracies):
+CoLA `mcc`; STS-B `pearson`, `spearman` (regression, 1 output, MSE loss); MRPC and QQP `acc`, `f1`
+(positive class); the rest `acc`; MNLI `acc_m` and `acc_mm`. `score` follows the GLUE convention:
+the mean of a task's metrics (MNLI: of matched and mismatched accuracy).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torchmetrics import MetricCollection
+from torchmetrics.classification import BinaryF1Score, BinaryMatthewsCorrCoef, MulticlassAccuracy
+from torchmetrics.regression import PearsonCorrCoef, SpearmanCorrCoef
+
+from actlab.data.glue import task_spec
+from actlab.task import TrainTask
+
+
+def glue_metrics(task: str) -> MetricCollection:
+    """The torchmetrics GLUE defines for `task`, fed predicted labels (or scores for STS-B)."""
+    spec = task_spec(task)
+    make = {
+        "acc": lambda: MulticlassAccuracy(max(spec.num_labels, 2), average="micro"),
+        "f1": BinaryF1Score,
+        "mcc": BinaryMatthewsCorrCoef,
+        "pearson": PearsonCorrCoef,
+        "spearman": SpearmanCorrCoef,
+    }
+    return MetricCollection({name: make[name]() for name in spec.metrics})
+
+
+def glue_score(values: dict[str, float]) -> float:
+    """GLUE's per-task score: the plain mean of the task's metric values (all splits)."""
+    return sum(values.values()) / len(values)
+
+
+class GLUEClassifier(TrainTask):
+    """Fine-tunes a Hugging Face sequence classifier on one GLUE task (batches are tokenizer dicts)."""
+
+    kind = "glue"
+    main_metric = "test/score"
+
+    def __init__(self, model: nn.Module, glue_task: str, num_labels: int, optimizer: Callable,
+                 scheduler: Callable | None = None, decay_norm_and_bias: bool = False):
+        super().__init__(model, optimizer, scheduler, decay_norm_and_bias)
+        self.glue_task = glue_task
+        self.spec = task_spec(glue_task)
+        if num_labels != self.spec.num_labels:
+            raise ValueError(f"GLUE {glue_task} has {self.spec.num_labels} labels, not {num_labels}")
+        self.regression = num_labels == 1
+        self.suffixes = [suffix for suffix, _ in self.spec.eval_splits]
+        # ModuleDict keys cannot be "train"/"val" attributes of nn.Module, hence the "_metrics" infix.
+        self.metrics = nn.ModuleDict({f"{stage}_metrics{suffix}": glue_metrics(glue_task)
+                                      for stage in ("val", "test") for suffix in self.suffixes})
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        inputs = {k: v for k, v in batch.items() if k != "labels"}
+        return self.model(**inputs).logits
+
+    def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        if self.regression:
+            return F.mse_loss(logits.squeeze(-1), labels.float())
+        return F.cross_entropy(logits, labels)
+
+    def _predictions(self, logits: torch.Tensor) -> torch.Tensor:
+        return logits.squeeze(-1) if self.regression else logits.argmax(-1)
+
+    def training_step(self, batch, batch_idx):
+        loss = self._loss(self(batch), batch["labels"])
+        self.check_finite(loss)
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(batch["labels"]))
+        return loss
+
+    def _eval_step(self, batch, stage: str, dataloader_idx: int) -> None:
+        suffix = self.suffixes[dataloader_idx]
+        logits = self(batch)
+        labels = batch["labels"]
+        self.log(f"{stage}/loss{suffix}", self._loss(logits, labels), on_epoch=True, batch_size=len(labels),
+                 add_dataloader_idx=False)
+        target = labels.float() if self.regression else labels
+        self.metrics[f"{stage}_metrics{suffix}"].update(self._predictions(logits), target)
+
+    def validation_step(self, batch, batch_idx, dataloader_idx: int = 0):
+        self._eval_step(batch, "val", dataloader_idx)
+
+    def test_step(self, batch, batch_idx, dataloader_idx: int = 0):
+        self._eval_step(batch, "test", dataloader_idx)
+
+    def _log_epoch(self, stage: str) -> None:
+        values = {}
+        for suffix in self.suffixes:
+            collection = self.metrics[f"{stage}_metrics{suffix}"]
+            for name, value in collection.compute().items():
+                values[f"{name}{suffix}"] = float(value)
+            collection.reset()
+        for name, value in values.items():
+            self.log(f"{stage}/{name}", value, prog_bar=name.startswith(("acc", "mcc", "pearson")))
+        self.log(f"{stage}/score", glue_score(values), prog_bar=True)
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_epoch("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch("test")
