@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,8 @@ import pytest
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ["WANDB_MODE"] = "disabled"
+# `datasets` reads its cache location at import: a private one, so tests never touch ~/.cache.
+os.environ["HF_DATASETS_CACHE"] = tempfile.mkdtemp(prefix="actlab-hf-datasets-")
 
 from formats import (  # noqa: E402  (tests/ is on sys.path: pytest's rootdir-relative conftest import)
     write_cifar10,
@@ -18,6 +21,7 @@ from formats import (  # noqa: E402  (tests/ is on sys.path: pytest's rootdir-re
     write_fashion_mnist,
     write_imagenette,
 )
+from text_formats import COLUMNS, write_corpus, write_glue  # noqa: E402
 
 FASHION_SIZES = {"train": 200, "test": 50}
 CIFAR_SIZES = {"train": 200, "test": 50}
@@ -73,3 +77,16 @@ def imagenette_dir(_imagenette) -> Path:
 def imagenette_manifest(_imagenette) -> list:
     """(split, relative path, label, grey value) for every image, in torchvision's listing order."""
     return _imagenette[1]
+
+
+@pytest.fixture(scope="session")
+def glue_files(tmp_path_factory) -> dict[str, dict[str, str]]:
+    """{task: {split: csv path}} for all nine GLUE tasks (48 train / 24 dev rows each)."""
+    root = tmp_path_factory.mktemp("glue")
+    return {task: write_glue(root, task) for task in COLUMNS}
+
+
+@pytest.fixture(scope="session")
+def corpus_file(tmp_path_factory) -> Path:
+    """A 400-line plain-text corpus (one sentence per line, some blank lines)."""
+    return write_corpus(tmp_path_factory.mktemp("corpus") / "corpus.txt", 400)

@@ -43,7 +43,9 @@ def _pack_bits(mask: torch.Tensor) -> torch.Tensor:
 def _unpack_bits(packed: torch.Tensor, shape: torch.Size) -> torch.Tensor:
     """Inverse of _pack_bits: uint8 bytes -> bool tensor of `shape`."""
     bits = (packed.unsqueeze(-1) >> _SHIFTS.to(packed.device)) & 1
-    return bits.reshape(-1)[: shape.numel()].view(torch.bool).reshape(shape)
+    # ne(0), not view(torch.bool): Inductor's AVX2 C++ for a bool *view* calls a Vectorized<bool>::cast
+    # that does not exist (compile error on CPUs without AVX-512); a comparison lowers to a proper mask.
+    return bits.reshape(-1)[: shape.numel()].ne(0).reshape(shape)
 
 
 def _mask_and_pack(z: torch.Tensor, neg_margin: torch.Tensor) -> torch.Tensor:

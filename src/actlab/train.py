@@ -112,17 +112,27 @@ def _materialise(model: torch.nn.Module, example) -> None:
     model.train(was_training)
 
 
-def _check_fit(cfg: DictConfig, dm) -> None:
-    """The task must fit the data (image classification, GLUE, masked LM), and text data must use the
+TEXT_MODELS = "minilm, bert_tiny, bert_small, bert_base"
+
+
+def _check_fit(cfg: DictConfig) -> None:
+    """The task and model must fit the data (images, GLUE, masked LM), and text data must use the
     model's tokenizer: one clear error each, before anything is built."""
     from hydra.utils import get_class
 
-    kind = getattr(dm, "kind", "image")
+    kind = getattr(get_class(cfg.dataset._target_), "kind", "image")
+    text_model = "tokenizer" in cfg.model
+    if (kind != "image") != text_model:
+        fix = f"a text model ({TEXT_MODELS})" if kind != "image" else "an image model (resnet_small, mlp, ...)"
+        raise ValueError(f"model={cfg.model.get('name')} does not fit dataset={cfg.dataset.get('name')} "
+                         f"({kind} data); use {fix}")
     task_kind = getattr(get_class(cfg.task._target_), "kind", "") if cfg.get("task") else ""
     if task_kind and task_kind != kind:
         fix = {"image": "task=classify", "glue": "experiment=glue (or task=glue)", "mlm": "experiment=mlm (or task=mlm)"}
         raise ValueError(f"task={cfg.task._target_.rsplit('.', 1)[-1]} does not fit dataset={cfg.dataset.get('name')} "
                          f"({kind} data); use {fix.get(kind, 'a matching task')}")
+    if not text_model:
+        return
     data_tok, model_tok = cfg.dataset.get("tokenizer"), cfg.model.get("tokenizer")
     if data_tok is not None and model_tok is not None and str(data_tok) != str(model_tok):
         raise ValueError(f"tokenizer/model mismatch: dataset.tokenizer={data_tok} but model={cfg.model.get('name')} "
@@ -191,8 +201,8 @@ def _fit(cfg: DictConfig, rid: str, run_dir: Path, config: dict, previous: dict 
     logger = None
     try:
         L.seed_everything(cfg.seed, workers=True, verbose=False)
+        _check_fit(cfg)
         dm = _build(cfg.dataset)
-        _check_fit(cfg, dm)
         act = _build(cfg.activation)
         model = _build_model(cfg, dm, act)
         _materialise(model, dm.example_input())

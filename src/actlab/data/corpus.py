@@ -90,6 +90,9 @@ class MLMData(TextDataModule):
         if "train" not in raw:
             raise ValueError(f"corpus has no 'train' split (found {list(raw)})")
         train = self._blocks(raw["train"])
+        if len(train) < 2:
+            raise ValueError(f"corpus too small: {len(train)} block(s) of {self.max_length} tokens; add text or "
+                             f"lower dataset.max_length")
         if "validation" in raw:
             val = self._blocks(raw["validation"])
         else:

@@ -66,7 +66,7 @@ def build(
     if pretrained:
         try:
             model = _quiet(auto.from_pretrained, hub.model_path(pretrained), **overrides)
-        except (OSError, EnvironmentError) as e:
+        except OSError as e:
             raise hub.pretrained_error(pretrained, e) from None
     elif checkpoint:
         path = Path(checkpoint)
@@ -81,7 +81,7 @@ def build(
         activations.swap(model, act)
     if checkpoint:
         load_weights(model, Path(checkpoint))
-    return model
+    return model.train()  # from_pretrained returns eval mode; Lightning keeps modes as it finds them
 
 
 def _quiet(fn, *args, **kwargs):

@@ -25,7 +25,7 @@ FILES = {
 }
 # Table 2 column -> (GLUE task, metric). mnli_mm: a run on dataset "mnli_mm", or "acc_mm" of an mnli run.
 GLUE_COLUMNS = {
-    "mnli_m_acc": ("mnli", "acc"), "mnli_mm_acc": ("mnli_mm", "acc"), "qqp_f1": ("qqp", "f1"),
+    "mnli_m_acc": ("mnli", "acc_m"), "mnli_mm_acc": ("mnli_mm", "acc"), "qqp_f1": ("qqp", "f1"),
     "qnli_acc": ("qnli", "acc"), "sst2_acc": ("sst2", "acc"), "stsb_spearman": ("stsb", "spearman"),
     "mrpc_f1": ("mrpc", "f1"), "rte_acc": ("rte", "acc"), "wnli_acc": ("wnli", "acc"),
 }

@@ -1,0 +1,201 @@
+"""GLUE: data from local files in GLUE's schema, metrics as GLUE defines them, fine-tuning runs, bad input."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from actlab.data.glue import TASKS, GLUEData
+from actlab.glue_task import glue_metrics, glue_score
+from actlab.train import run
+
+from compose import make_cfg
+from text_formats import COLUMNS, data_files_override, glue_rows, write_glue, write_rows
+
+# Metric keys a GLUE run must record, per task (each also as val/...; plus */loss and */score).
+EXPECTED = {
+    "cola": {"mcc"}, "sst2": {"acc"}, "mrpc": {"acc", "f1"}, "qqp": {"acc", "f1"},
+    "stsb": {"pearson", "spearman"}, "mnli": {"acc_m", "acc_mm"}, "qnli": {"acc"}, "rte": {"acc"},
+    "wnli": {"acc"},
+}
+
+
+def glue_cfg(tmp_path, files, task, *extra):
+    return make_cfg(tmp_path, "experiment=glue", f"dataset=glue/{task}", data_files_override(files),
+                    "model=bert_tiny", "dataset.batch_size=8", "trainer.max_epochs=1", *extra)
+
+
+# -- metrics: known answers ----------------------------------------------------------------------
+def test_cola_mcc_known_answer():
+    # TP=3, FN=1, TN=3, FP=1: MCC = (3*3 - 1*1) / sqrt(4*4*4*4) = 8/16
+    m = glue_metrics("cola")
+    m.update(torch.tensor([1, 1, 1, 0, 0, 0, 0, 1]), torch.tensor([1, 1, 1, 1, 0, 0, 0, 0]))
+    assert float(m.compute()["mcc"]) == pytest.approx(0.5)
+
+
+def test_mrpc_acc_f1_and_score_known_answer():
+    # TP=2, FP=1, FN=1, TN=4: acc 6/8, F1 of the positive class 2*2/(2*2+1+1) = 2/3, score their mean
+    m = glue_metrics("mrpc")
+    m.update(torch.tensor([1, 1, 1, 0, 0, 0, 0, 0]), torch.tensor([1, 1, 0, 1, 0, 0, 0, 0]))
+    values = {k: float(v) for k, v in m.compute().items()}
+    assert values == pytest.approx({"acc": 0.75, "f1": 2 / 3})
+    assert glue_score(values) == pytest.approx((0.75 + 2 / 3) / 2)
+
+
+def test_stsb_pearson_and_spearman_differ_on_a_monotone_nonlinear_relation():
+    x = torch.arange(10, dtype=torch.float32)
+    m = glue_metrics("stsb")
+    m.update(x**3, x)  # rank-identical (Spearman 1) but not linear (Pearson < 1)
+    values = {k: float(v) for k, v in m.compute().items()}
+    assert values["spearman"] == pytest.approx(1.0)
+    assert 0.85 < values["pearson"] < 0.99
+
+
+def test_mnli_accuracy_counts_three_classes():
+    m = glue_metrics("mnli")
+    m.update(torch.tensor([0, 1, 2, 2]), torch.tensor([0, 1, 2, 0]))
+    assert float(m.compute()["acc"]) == pytest.approx(0.75)
+
+
+# -- data --------------------------------------------------------------------------------------
+def test_every_file_format_reads_the_same_tokens(tmp_path):
+    rows = glue_rows("rte", 12)
+    encoded = []
+    for fmt in ("csv", "tsv", "jsonl", "parquet"):
+        files = {s: str(write_rows(tmp_path / fmt / f"{s}.{fmt}", rows)) for s in ("train", "validation")}
+        dm = GLUEData("rte", "bert-base-uncased", data_files=files, batch_size=4)
+        dm.setup()
+        encoded.append([r["input_ids"].tolist() for r in dm.train_dataset])
+    assert all(e == encoded[0] for e in encoded[1:])
+    assert len(encoded[0]) == 12
+
+
+def test_pairs_are_encoded_as_two_segments_and_padded_per_batch(glue_files):
+    dm = GLUEData("mrpc", "bert-base-uncased", data_files=glue_files["mrpc"], batch_size=4, max_length=128)
+    batch = next(iter(dm.val_dataloader()))
+    longest = int(batch["attention_mask"].sum(1).max())
+    assert batch["input_ids"].shape[1] == longest < 128  # dynamic padding, not max_length
+    assert set(batch["token_type_ids"].unique().tolist()) == {0, 1}  # sentence1 and sentence2 segments
+    sep = dm.tokenizer.sep_token_id
+    assert ((batch["input_ids"] == sep).sum(1) == 2).all()  # [CLS] a [SEP] b [SEP]
+    assert batch["labels"].dtype == torch.long
+
+
+def test_stsb_labels_are_floats_and_mnli_has_two_dev_sets(glue_files):
+    stsb = GLUEData("stsb", "bert-base-uncased", data_files=glue_files["stsb"], batch_size=8)
+    assert next(iter(stsb.train_dataloader()))["labels"].dtype == torch.float32
+    mnli = GLUEData("mnli", "bert-base-uncased", data_files=glue_files["mnli"], batch_size=8)
+    loaders = mnli.val_dataloader()
+    assert isinstance(loaders, list) and len(loaders) == 2
+    assert mnli.eval_names == ["_m", "_mm"]
+
+
+def test_max_length_truncates(glue_files):
+    dm = GLUEData("sst2", "bert-base-uncased", data_files=glue_files["sst2"], batch_size=48, max_length=8)
+    assert next(iter(dm.train_dataloader()))["input_ids"].shape[1] == 8
+
+
+# -- runs ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("task", list(TASKS))
+def test_every_task_records_its_glue_metrics(task, glue_files, tmp_path):
+    rec = run(glue_cfg(tmp_path, glue_files[task], task, "trainer.fast_dev_run=true"))
+    assert rec["status"] == "completed"
+    keys = {k.split("/", 1)[1] for k in rec["metrics"] if k.startswith("test/") and "loss" not in k}
+    assert keys == EXPECTED[task] | {"score"}
+    parts = [rec["metrics"][f"test/{k}"] for k in EXPECTED[task]]
+    assert rec["metrics"]["test/score"] == pytest.approx(sum(parts) / len(parts))
+
+
+def test_minilm_fine_tune_learns_the_cue_with_helu_in_every_layer(glue_files, tmp_path):
+    """Pretrained MiniLM (offline), GELU swapped for HeLU in all 6 layers, learns a cue-word task."""
+    rec = run(glue_cfg(tmp_path, glue_files["sst2"], "sst2", "model=minilm", "activation=helu",
+                       "trainer.max_epochs=3", "optim.lr=1e-4", "monitor=dead_neurons"))
+    assert rec["status"] == "completed"
+    assert rec["metrics"]["test/acc"] >= 0.9  # the cue word decides the label; chance is 0.5
+    layers = {k.split("/", 1)[1] for k in rec["dead"]["final"] if k.startswith("dead_fwd/")}
+    assert layers == {f"bert.encoder.layer.{i}.intermediate.intermediate_act_fn" for i in range(6)}
+
+
+def test_swap_reaches_every_feed_forward_layer(glue_files, tmp_path):
+    from hydra.utils import instantiate
+
+    from actlab.activations import HeLU
+    from actlab.models.bert import build
+
+    act = instantiate(make_cfg(tmp_path, "activation=helu", "activation.margin=0.3").activation)
+    model = build(act, "classify", vocab_size=30522, num_labels=2, config={"num_hidden_layers": 3,
+                  "hidden_size": 32, "num_attention_heads": 2, "intermediate_size": 64})
+    helus = [m for m in model.modules() if isinstance(m, HeLU)]
+    assert len(helus) == 3 and len({id(m) for m in helus}) == 3  # one instance per layer
+    assert all(m.margin == pytest.approx(0.3) for m in helus)
+    assert all(isinstance(layer.intermediate.intermediate_act_fn, HeLU) for layer in model.bert.encoder.layer)
+
+
+# -- bad input ----------------------------------------------------------------------------------
+def test_unknown_task(glue_files, tmp_path):
+    with pytest.raises(ValueError, match="unknown GLUE task 'colaa'; choose from cola, sst2"):
+        run(glue_cfg(tmp_path, glue_files["cola"], "cola", "dataset.task=colaa"))
+
+
+def test_missing_column(tmp_path):
+    rows = [{k: v for k, v in r.items() if k != "sentence2"} for r in glue_rows("rte", 8)]
+    files = {s: str(write_rows(tmp_path / f"{s}.csv", rows)) for s in ("train", "validation")}
+    with pytest.raises(ValueError, match=r"column\(s\) \['sentence2'\] missing"):
+        run(glue_cfg(tmp_path, files, "rte"))
+
+
+@pytest.mark.parametrize(("task", "bad"), [("sst2", 2), ("mnli", -1), ("stsb", 7.5)])
+def test_label_out_of_range(task, bad, tmp_path):
+    files = write_glue(tmp_path, task, n_train=8, n_eval=8)
+    rows = glue_rows(task, 8)
+    rows[3]["label"] = bad
+    write_rows(tmp_path / task / "train.csv", rows)
+    with pytest.raises(ValueError, match=r"1 label\(s\) out of range \(row 3"):
+        run(glue_cfg(tmp_path, files, task))
+
+
+def test_tokenizer_override_that_is_not_the_models(glue_files, tmp_path):
+    with pytest.raises(ValueError, match="tokenizer/model mismatch: dataset.tokenizer=bert-base-uncased but "
+                                         "model=minilm uses minilm"):
+        run(glue_cfg(tmp_path, glue_files["rte"], "rte", "model=minilm", "dataset.tokenizer=bert-base-uncased"))
+
+
+def test_tokenizer_larger_than_the_model_vocabulary(glue_files, tmp_path):
+    with pytest.raises(ValueError, match="tokenizer/model mismatch: tokenizer bert-base-uncased has 30522 tokens "
+                                         "but model from config embeds 1000"):
+        run(glue_cfg(tmp_path, glue_files["rte"], "rte", "+model.config.vocab_size=1000"))
+
+
+def test_missing_split_and_offline_hub(glue_files, tmp_path):
+    only_train = {"train": glue_files["mnli"]["train"], "validation": glue_files["mnli"]["validation_matched"]}
+    with pytest.raises(ValueError, match=r"lacks splits \['validation_matched', 'validation_mismatched'\]"):
+        run(glue_cfg(tmp_path, only_train, "mnli"))
+    cfg = make_cfg(tmp_path, "experiment=glue", "dataset=glue/cola", "model=bert_tiny")
+    with pytest.raises(FileNotFoundError, match="cannot load nyu-mll/glue/cola from the hub .*dataset.data_files="):
+        run(cfg)
+
+
+def test_task_and_model_must_fit_the_data(glue_files, tmp_path):
+    with pytest.raises(ValueError, match=r"task=Classifier does not fit dataset=glue/rte \(glue data\); use "
+                                         r"experiment=glue"):
+        run(glue_cfg(tmp_path, glue_files["rte"], "rte", "task=classify"))
+    with pytest.raises(ValueError, match=r"model=mlp does not fit dataset=glue/rte \(glue data\)"):
+        run(glue_cfg(tmp_path, glue_files["rte"], "rte", "model=mlp"))
+
+
+def test_failed_glue_run_is_recorded(tmp_path):
+    from actlab import records
+
+    files = write_glue(tmp_path, "sst2", n_train=8, n_eval=8)
+    rows = glue_rows("sst2", 8)
+    rows[0]["label"] = 5
+    write_rows(tmp_path / "sst2" / "validation.csv", rows)
+    cfg = glue_cfg(tmp_path, files, "sst2")
+    with pytest.raises(ValueError):
+        run(cfg)
+    (rec,) = [records.read(p.parent) for p in (tmp_path / "runs").glob("*/record.json")]
+    assert rec["status"] == "failed" and "out of range" in rec["error"]
+
+
+def test_columns_table_matches_the_data_module():
+    assert {t: tuple(TASKS[t].text) for t in TASKS} == COLUMNS
