@@ -121,3 +121,11 @@ def test_run_id_ignores_presentation_keys(tmp_path):
     base = runid.run_id(make_cfg(tmp_path))
     assert runid.run_id(make_cfg(tmp_path / "elsewhere", "trainer.enable_progress_bar=true", "logger=csv")) == base
     assert runid.run_id(make_cfg(tmp_path, "optim.lr=0.02")) != base
+
+
+def test_default_trainer_with_its_progress_bar_runs(tmp_path, fashion_dir):
+    """The CLI default keeps Lightning's progress bar, which Lightning appends to the callbacks list:
+    a Hydra ListConfig there rejected it ("RichProgressBar is not a supported primitive type")."""
+    rec = run(make_cfg(tmp_path, *fashion(fashion_dir), "trainer=default", "trainer.max_epochs=1",
+                       "trainer.enable_progress_bar=true", "trainer.accelerator=cpu"))
+    assert rec["status"] == "completed"

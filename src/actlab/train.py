@@ -52,6 +52,9 @@ def _build(node, **kwargs):
         spec.pop("name", None)
     # Not recursive: kwargs may carry plain dicts with `_target_` keys (the resolved config for loggers).
     spec["_recursive_"] = False
+    # Plain lists/dicts, not ListConfig: Lightning appends its own callbacks (RichProgressBar) to the
+    # callbacks list it is given, which a ListConfig rejects.
+    spec["_convert_"] = "all"
     return instantiate(spec, **kwargs)
 
 
