@@ -35,7 +35,6 @@ registered under two paths or run twice per forward (torchvision's BasicBlock.re
 
 from __future__ import annotations
 
-import inspect
 import math
 from collections.abc import Iterable
 from typing import Any
@@ -44,6 +43,7 @@ import torch
 from torch import nn
 
 from actlab.activations import HeLU, PReLU, activation_sites
+from actlab.batches import attention_mask, device_of, forward, to_device
 
 EPS = 1e-6
 TRAIN_COUNT_EVERY = 8  # during training, element shares are counted on every 8th batch (see above)
@@ -396,7 +396,7 @@ def measure(
     if not stats.sites:
         raise ValueError("dead-neuron monitor: the model has no activation modules (functional calls "
                          "such as F.relu are invisible to hooks)")
-    device = _device(model)
+    device = device_of(model)
     modes = [(m, m.training) for m in model.modules()]
     try:
         model.eval()
@@ -414,46 +414,6 @@ def measure(
     if histogram is not None:
         out["preact_hist"] = stats.histogram()
     return out
-
-
-# -- batches -------------------------------------------------------------------------------------
-def _device(model: nn.Module) -> torch.device:
-    for t in model.parameters():
-        return t.device
-    for t in model.buffers():
-        return t.device
-    return torch.device("cpu")
-
-
-def to_device(batch: Any, device: torch.device) -> Any:
-    """Move every tensor of a tensor / tuple / list / dict batch to `device`."""
-    if isinstance(batch, torch.Tensor):
-        return batch.to(device)
-    if isinstance(batch, dict):
-        return {k: to_device(v, device) for k, v in batch.items()}
-    if isinstance(batch, (list, tuple)):
-        return type(batch)(to_device(v, device) for v in batch)
-    return batch
-
-
-def attention_mask(batch: Any) -> torch.Tensor | None:
-    """The (N, L) bool attention mask of a dict batch, else None."""
-    if isinstance(batch, dict) and isinstance(batch.get("attention_mask"), torch.Tensor):
-        return batch["attention_mask"].bool()
-    return None
-
-
-def forward(model: nn.Module, batch: Any) -> Any:
-    """Run `model` on a batch: a tensor as is, the first element of a tuple, a dict as keyword arguments
-    (keys the model's forward does not take, e.g. "idx", are dropped)."""
-    if isinstance(batch, dict):
-        params = inspect.signature(model.forward).parameters
-        if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
-            batch = {k: v for k, v in batch.items() if k in params}
-        return model(**batch)
-    if isinstance(batch, (list, tuple)):
-        return model(batch[0])
-    return model(batch)
 
 
 def __getattr__(name: str):  # `actlab.monitor.DeadNeuronMonitor` without importing Lightning eagerly

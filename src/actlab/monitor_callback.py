@@ -25,11 +25,11 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-import torch
 from lightning.pytorch import Callback
 from torch import nn
 
-from actlab.monitor import EPS, TRAIN_COUNT_EVERY, UnitStats, attention_mask, measure
+from actlab.batches import attention_mask, first_examples
+from actlab.monitor import EPS, TRAIN_COUNT_EVERY, UnitStats, measure
 
 log = logging.getLogger("actlab")
 
@@ -227,40 +227,3 @@ def write_histogram(payload: dict[str, Any], path: str | os.PathLike) -> Path:
     tmp.write_text(json.dumps(payload) + "\n")
     os.replace(tmp, path)
     return path
-
-
-# -- probe batches -------------------------------------------------------------------------------
-def batch_len(batch: Any) -> int:
-    """Number of examples in a batch (the first dim of its first tensor; a list's length otherwise)."""
-    if isinstance(batch, torch.Tensor):
-        return batch.shape[0] if batch.dim() else 1
-    values = list(batch.values()) if isinstance(batch, dict) else batch
-    for v in values:
-        if isinstance(v, (torch.Tensor, dict, list, tuple)):
-            return batch_len(v)
-    return len(values)
-
-
-def take(batch: Any, k: int) -> Any:
-    """The first k examples of a batch (every tensor sliced on its first dim)."""
-    if isinstance(batch, torch.Tensor):
-        return batch[:k] if batch.dim() else batch
-    if isinstance(batch, dict):
-        return {key: take(v, k) for key, v in batch.items()}
-    if isinstance(batch, (list, tuple)):
-        if batch and not isinstance(batch[0], (torch.Tensor, dict, list, tuple)):
-            return batch[:k]  # a list of examples (e.g. strings)
-        return type(batch)(take(v, k) for v in batch)
-    return batch
-
-
-def first_examples(loader: Iterable, k: int) -> list:
-    """The first k examples of a data loader as a list of batches: a probe set fixed across epochs."""
-    probe, have = [], 0
-    for batch in loader:
-        n = batch_len(batch)
-        probe.append(take(batch, k - have) if have + n > k else batch)
-        have += min(n, k - have)
-        if have >= k:
-            break
-    return probe

@@ -106,7 +106,7 @@ def _alive(pid: int) -> bool:
 
 def _materialise(model: torch.nn.Module, example) -> None:
     """One eval-mode forward so lazy parameters (per-channel PReLU) exist before the optimizer."""
-    from actlab.monitor import forward
+    from actlab.batches import forward
 
     was_training = model.training
     model.eval()
