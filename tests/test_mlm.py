@@ -150,3 +150,11 @@ def test_corpus_too_small_and_missing_file(tmp_path):
         run(mlm_cfg(tmp_path, tiny))
     with pytest.raises(FileNotFoundError, match="dataset.data_files.train: .*missing.txt does not exist"):
         run(mlm_cfg(tmp_path, tmp_path / "missing.txt"))
+
+
+@pytest.mark.parametrize("corpus", ["wikitext", "bookcorpus", "wikipedia"])
+def test_hub_corpora_offline_say_how_to_use_local_text(corpus, tmp_path):
+    cfg = make_cfg(tmp_path, "experiment=mlm", f"dataset=mlm/{corpus}", "model=bert_tiny")
+    assert cfg.dataset.path  # a real hub dataset id, tried first
+    with pytest.raises(FileNotFoundError, match="cannot load .* from the hub .*dataset.data_files=FILE.txt"):
+        run(cfg)
