@@ -2,6 +2,7 @@
 
     actlab summarize [RUNS_DIR]          # comparison tables into results/tables/
     actlab figures [RUNS_DIR]            # the paper's figures into results/figures/
+    actlab int8 [RUNS_DIR]               # GLUE runs: INT8 minus fp32 dev scores, into their records
     actlab bench activations|monitor|inference|summarize   # benchmarks into results/bench/
 
 Each command lives in its own module exposing add_arguments(parser) and run(args) -> exit code;
@@ -17,6 +18,7 @@ import sys
 COMMANDS = {
     "summarize": ("actlab.report.summarize", "comparison tables from run records"),
     "figures": ("actlab.report.figures", "the paper's figures from run records and benchmarks"),
+    "int8": ("actlab.int8_eval", "GLUE runs: dev scores in fp32 and dynamic INT8 on CPU, into their records"),
 }
 BENCHMARKS = {
     "activations": ("actlab.bench.activations", "activation op and ResNet-18 step: time and saved memory"),

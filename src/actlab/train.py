@@ -164,6 +164,19 @@ def _build_model(cfg: DictConfig, dm, act):
         raise
 
 
+def build(cfg: DictConfig):
+    """(data module, model, task) of a composed or recorded config, untrained: what a run fits, and
+    what `actlab int8` loads a run's checkpoint into (OmegaConf.create(record["config"]) rebuilds it)."""
+    _check_fit(cfg)
+    dm = _build(cfg.dataset)
+    act = _build(cfg.activation)
+    model = _build_model(cfg, dm, act)
+    _materialise(model, dm.example_input())
+    task = _build(cfg.task, model=model, optimizer=_build(cfg.optim), scheduler=_build(cfg.scheduler),
+                  **dm.task_kwargs())
+    return dm, model, task
+
+
 def run(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> dict:
     """Train and test one configuration; returns its record (also written to disk).
 
@@ -204,13 +217,7 @@ def _fit(cfg: DictConfig, rid: str, run_dir: Path, config: dict, previous: dict 
     logger = None
     try:
         L.seed_everything(cfg.seed, workers=True, verbose=False)
-        _check_fit(cfg)
-        dm = _build(cfg.dataset)
-        act = _build(cfg.activation)
-        model = _build_model(cfg, dm, act)
-        _materialise(model, dm.example_input())
-        task = _build(cfg.task, model=model, optimizer=_build(cfg.optim), scheduler=_build(cfg.scheduler),
-                      **dm.task_kwargs())
+        dm, model, task = build(cfg)
 
         history = History(on_epoch=lambda rows: record.update(history=rows, dead=_dead(monitor)))
         monitor = _build(cfg.monitor, out_dir=str(run_dir))

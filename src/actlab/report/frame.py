@@ -8,6 +8,8 @@ schedule (margin.name), seed, tags, the final metrics ("test/acc", ...), the fin
 (dead_fwd, dead_grad, band, zero_rate; per layer "dead_fwd/<layer>" with per_layer=True),
 timings (wall_s, ...), git_commit, git_dirty, every other config key dotted ("optim.lr"),
 preact_hist (absolute path or None) and path. Unreadable records become status "corrupt" rows.
+GLUE runs evaluated by `actlab int8` add "fp32/test/acc", "int8/test/acc" and "int8_delta/test/acc"
+(INT8 minus fp32, a fraction like the metric) for each of their test metrics.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ TIMING_KEYS = ("started_at", "ended_at", "wall_s", "fit_s", "test_s", "s_per_epo
 SHORT = {"dataset.name": "dataset", "model.name": "model", "activation.name": "activation",
          "activation.margin": "margin", "margin.name": "schedule", "seed": "seed"}
 CORE = ("run_id", "status", "error", "source", *SHORT.values(), "tags")
+# record["int8"] part -> column prefix ("int8_delta/test/acc" = INT8 minus fp32 test accuracy).
+INT8_PARTS = {"fp32": "fp32/", "int8": "int8/", "delta": "int8_delta/"}
 
 
 def flatten(d: dict, prefix: str = "") -> dict:
@@ -87,6 +91,11 @@ def record_row(rec: dict, path: Path, per_layer: bool = False, history: bool = F
     dead = rec.get("dead") or {}
     row.update(_summary_items(dead.get("final") or {}, per_layer))
     row.update({k: v for k, v in (rec.get("timings") or {}).items() if not isinstance(v, (dict, list))})
+    int8 = rec.get("int8")
+    if isinstance(int8, dict):  # actlab int8: dev metrics in fp32 and INT8 on CPU, and their difference
+        for part, prefix in INT8_PARTS.items():
+            values = int8.get(part)
+            row.update({prefix + k: v for k, v in values.items()} if isinstance(values, dict) else {})
     # the record's own fields win over config keys of the same name (the config holds run_id: null)
     row.update({"run_id": rec.get("run_id") or path.parent.name, "status": rec.get("status", "unknown"),
                 "error": rec.get("error"), "source": "record"})

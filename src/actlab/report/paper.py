@@ -1,8 +1,9 @@
-"""The HeLU paper's numbers (Kimhi et al. 2024) and "paper vs ours" tables for Table 1 and Table 2.
+"""The HeLU paper's numbers (Kimhi et al. 2024) and "paper vs ours" tables for Tables 1, 2 and 3.
 
 The CSVs in report/paper/ were read from the camera-ready PDF. Paper numbers are percent; ours are
 fractions in the run records and are shown in percent here. Averages the paper reports are
 recomputed and a mismatch is flagged (Table 2, HeLU α=0.05: reported 78.02, row mean 78.11).
+Table 3 (INT8 minus full precision, GLUE points) compares with `actlab int8`'s deltas.
 """
 
 from __future__ import annotations
@@ -29,6 +30,13 @@ GLUE_COLUMNS = {
     "qnli_acc": ("qnli", "acc"), "sst2_acc": ("sst2", "acc"), "stsb_spearman": ("stsb", "spearman"),
     "mrpc_f1": ("mrpc", "f1"), "rte_acc": ("rte", "acc"), "wnli_acc": ("wnli", "acc"),
 }
+# Table 3 column -> (GLUE task, metric), read from our runs' `int8_delta/test/<metric>` (actlab int8).
+INT8_COLUMNS = {
+    "mnli_m": ("mnli", "acc_m"), "mnli_mm": ("mnli_mm", "acc"), "qqp_f1": ("qqp", "f1"),
+    "qnli": ("qnli", "acc"), "sst2": ("sst2", "acc"), "stsb": ("stsb", "spearman"),
+    "mrpc_f1": ("mrpc", "f1"), "rte": ("rte", "acc"), "wnli": ("wnli", "acc"),
+}
+INT8_PREFIX = "int8_delta/test/"
 AVG_TOLERANCE = 0.01  # the paper prints two decimals: a larger gap is a real inconsistency
 
 
@@ -107,15 +115,22 @@ def vision_table(df: pd.DataFrame, metric: str = "test/acc") -> pd.DataFrame:
     return out.drop(columns=["_d", "_a"]).reset_index(drop=True)
 
 
-def _glue_value(done: pd.DataFrame, task: str, metric: str) -> pd.Series:
-    """Our scores for one Table 2 cell: val/<metric> (GLUE test labels are hidden), else test/<metric>."""
+def glue_runs(df: pd.DataFrame) -> pd.DataFrame:
+    """Completed runs with `_ds`, the normalised dataset name that GLUE cells select by."""
+    done = df[df["status"] == "completed"] if len(df) else df
+    return done.assign(_ds=done["dataset"].map(norm_name)) if len(done) else done.assign(_ds=[])
+
+
+def glue_value(done: pd.DataFrame, task: str, metric: str, prefixes=("val/", "test/")) -> pd.Series:
+    """Our values for one GLUE cell: the first of <prefix><metric> present (Table 2: val/, as GLUE's
+    test labels are hidden, else test/; Table 3: int8_delta/test/) over `done` (from glue_runs)."""
     if task == "mnli_mm":  # either a separate mnli_mm dataset or the mnli run's mismatched metric
         sub = done[done["_ds"] == "mnlimm"]
         if sub.empty:
-            return _glue_value(done, "mnli", metric + "_mm")
+            return glue_value(done, "mnli", metric + "_mm", prefixes)
     else:
         sub = done[done["_ds"] == task.replace("_", "")]
-    for prefix in ("val/", "test/"):
+    for prefix in prefixes:
         col = prefix + metric
         if col in sub and sub[col].notna().any():
             return sub[col]
@@ -125,15 +140,31 @@ def _glue_value(done: pd.DataFrame, task: str, metric: str) -> pd.Series:
 def glue_table(df: pd.DataFrame) -> pd.DataFrame:
     """Table 2 long form: activation, margin, task, paper, ours (mean ± std, n), delta; plus Avg rows
     with the paper's reported average, its recomputed mean and a mismatch flag."""
-    paper = check_averages(load_paper("table2"), list(GLUE_COLUMNS))
-    done = df[df["status"] == "completed"] if len(df) else df
-    done = done.assign(_ds=done["dataset"].map(norm_name)) if len(done) else done.assign(_ds=[])
+    return _paper_vs_ours(df, "table2", GLUE_COLUMNS, ("val/", "test/"))
+
+
+def int8_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Table 3 long form (INT8 minus full precision, GLUE points): paper vs our mean ± std of
+    `int8_delta/test/<metric>` x 100 over runs; Avg rows as in glue_table."""
+    return _paper_vs_ours(df, "table3", INT8_COLUMNS, (INT8_PREFIX,))
+
+
+def has_int8(df: pd.DataFrame) -> bool:
+    """Whether any completed run carries `actlab int8` deltas."""
+    cols = [c for c in df.columns if str(c).startswith(INT8_PREFIX)]
+    return bool(cols) and bool(df.loc[df["status"] == "completed", cols].notna().any().any())
+
+
+def _paper_vs_ours(df: pd.DataFrame, name: str, columns: dict, prefixes: tuple) -> pd.DataFrame:
+    paper = check_averages(load_paper(name), list(columns))
+    done = glue_runs(df)
     rows = []
     for _, p in paper.iterrows():
         mine = _select(done, p["activation"], p["margin"]) if len(done) else done
         ours_means = []
-        for col, (task, metric) in GLUE_COLUMNS.items():
-            mean, std, n = _ours_stats(_glue_value(mine, task, metric)) if len(mine) else (np.nan, np.nan, 0)
+        for col, (task, metric) in columns.items():
+            mean, std, n = (_ours_stats(glue_value(mine, task, metric, prefixes)) if len(mine)
+                            else (np.nan, np.nan, 0))
             ours_means.append(mean)
             rows.append({"activation": p["activation"], "margin": p["margin"], "task": col, "paper": p[col],
                          "ours_mean": mean, "ours_std": std, "n": n, "note": ""})
@@ -148,8 +179,8 @@ def glue_table(df: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def _ours_cell(mean, std) -> str:
-    return fmt_num(mean) if is_nan(std) else f"{fmt_num(mean)} ± {fmt_num(std)}"
+def _ours_cell(mean, std, sign: bool = False) -> str:
+    return fmt_num(mean, sign=sign) if is_nan(std) else f"{fmt_num(mean, sign=sign)} ± {fmt_num(std)}"
 
 
 def vision_display(t: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
@@ -161,17 +192,19 @@ def vision_display(t: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
-def glue_display(t: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
+def glue_display(t: pd.DataFrame, sign: bool = False) -> tuple[list[str], list[list[str]]]:
+    """Header and cells of a long-form GLUE table; sign=True writes +/- on values (Table 3's deltas)."""
     header = ["Activation", "α", "Task", "Paper", "Ours", "n", "Δ", "Note"]
-    rows = [[r["activation"], fmt_key("margin", r["margin"]), r["task"], fmt_num(r["paper"]),
-             _ours_cell(r["ours_mean"], r["ours_std"]), "" if is_nan(r["n"]) else str(int(r["n"])),
+    rows = [[r["activation"], fmt_key("margin", r["margin"]), r["task"], fmt_num(r["paper"], sign=sign),
+             _ours_cell(r["ours_mean"], r["ours_std"], sign), "" if is_nan(r["n"]) else str(int(r["n"])),
              fmt_num(r["delta"], sign=True), r["note"]] for _, r in t.iterrows()]
     return header, rows
 
 
 def write_paper_tables(df: pd.DataFrame, out: str | Path, force: bool = False, console=None) -> list[Path]:
     """Write paper_table1.* (and paper_table2.* when GLUE runs exist) to `out`; with force even when
-    none of our runs is on the paper's datasets (ours columns then stay empty)."""
+    none of our runs is on the paper's datasets (ours columns then stay empty). paper_table3.* only
+    with force (--paper) and runs that `actlab int8` evaluated."""
     out = Path(out)
     paths: list[Path] = []
     t1 = vision_table(df)
@@ -187,6 +220,10 @@ def write_paper_tables(df: pd.DataFrame, out: str | Path, force: bool = False, c
             for _, r in flagged.iterrows():
                 console.print(f"[yellow]paper Table 2 {r['activation']} α={fmt_key('margin', r['margin'])}: "
                               f"{r['note']} (using the row mean)[/yellow]")
+    if force and has_int8(df):
+        t3 = int8_table(df)
+        caption = "Table 3 (INT8 minus full precision, GLUE dev points): paper vs ours (mean ± std over runs)"
+        paths += _write(out, "paper_table3", t3, *glue_display(t3, sign=True), caption)
     return paths
 
 

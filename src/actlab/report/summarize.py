@@ -3,7 +3,8 @@
 Per group of completed runs: mean ± std, n, a 95 % bootstrap CI and the difference to the baseline
 activation in the same context (paired t-test when the seed sets match, else Welch). Runs that failed,
 are still running or are corrupt are counted per group and listed, never dropped silently.
-Writes <out>/<name>.md, .tex (booktabs), .csv (raw units), plus <name>_dead.* and <name>_excluded.csv.
+Writes <out>/<name>.md, .tex (booktabs), .csv (raw units), plus <name>_dead.* and <name>_excluded.csv,
+and <name>_int8.* (INT8 minus fp32 per GLUE task, the paper's Table 3) once `actlab int8` has run.
 """
 
 from __future__ import annotations
@@ -253,6 +254,45 @@ def dead_rows(s: Summary) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
+def int8_view(df: pd.DataFrame, by=("activation", "margin")) -> pd.DataFrame:
+    """Table 3 as ours: per group of `by` (rows) and GLUE task (columns as the paper's, plus CoLA), the
+    mean, std and n over completed runs of INT8 minus fp32 in points (actlab int8's deltas x 100);
+    `avg:mean` is the mean of the paper's nine columns when all are present. Empty without int8 data."""
+    from actlab.report import paper  # paper imports this module's renderers: import it here, not above
+
+    if not paper.has_int8(df):
+        return pd.DataFrame()
+    done = paper.glue_runs(df)
+    done = done[done[[c for c in done.columns if c.startswith(paper.INT8_PREFIX)]].notna().any(axis=1)]
+    columns = {**paper.INT8_COLUMNS, "cola_mcc": ("cola", "mcc")}
+    rows = []
+    for key, g in done.groupby(list(by), dropna=False, sort=True):
+        row = dict(zip(by, _norm(key, len(by)))) | {"n": len(g)}
+        for col, (task, metric) in columns.items():
+            x = paper.glue_value(g, task, metric, (paper.INT8_PREFIX,)).dropna().astype(float) * 100
+            row |= {f"{col}:mean": x.mean(), f"{col}:std": x.std(ddof=1), f"{col}:n": len(x)}
+        means = [row[f"{c}:mean"] for c in paper.INT8_COLUMNS]
+        row["avg:mean"] = np.mean(means) if not np.isnan(means).any() else np.nan
+        rows.append(row)
+    out = pd.DataFrame(rows)
+    empty = [c for c in columns if out[f"{c}:n"].sum() == 0]  # tasks no run has: no column
+    return out.drop(columns=[f"{c}:{s}" for c in empty for s in ("mean", "std", "n")])
+
+
+def int8_rows(t: pd.DataFrame, by) -> tuple[list[str], list[list[str]]]:
+    """Header and cells of int8_view's table (signed points, ± std when a cell has several runs)."""
+    cols = [c.removesuffix(":mean") for c in t.columns if c.endswith(":mean")]
+    header = [PRETTY.get(k, k) for k in by] + ["n"] + cols
+    rows = []
+    for _, r in t.iterrows():
+        cells = [fmt_key(k, r[k]) for k in by] + [str(r["n"])]
+        for c in cols:
+            mean, std = r[f"{c}:mean"], r.get(f"{c}:std", np.nan)
+            cells.append(fmt_num(mean, sign=True) if is_nan(std) else f"{fmt_num(mean, sign=True)} ± {fmt_num(std)}")
+        rows.append(cells)
+    return header, rows
+
+
 def excluded_markdown(excluded: pd.DataFrame, limit: int = 50) -> str:
     """The runs not counted in the statistics, one line each (error's first line, truncated)."""
     if excluded.empty:
@@ -288,6 +328,15 @@ def write_summary(df: pd.DataFrame, out: str | Path, name: str, by=DEFAULT_BY, m
         (out / f"{name}_dead.tex").write_text(render_latex(dh, dr, caption=f"actlab summarize: {name} dead"))
         d.stats.to_csv(out / f"{name}_dead.csv", index=False)
         paths += [out / f"{name}_dead.tex", out / f"{name}_dead.csv"]
+    int8_by = [k for k in s.by if k != "dataset"] or ["activation", "margin"]  # tasks are its columns
+    int8 = int8_view(df, int8_by)
+    if not int8.empty:
+        ih, ir = int8_rows(int8, int8_by)
+        md += ("\n### INT8 minus full precision (GLUE dev, points; mean ± std over runs; paper Table 3)\n\n"
+               + render_markdown(ih, ir))
+        (out / f"{name}_int8.tex").write_text(render_latex(ih, ir, caption=f"actlab summarize: {name} INT8 - fp32"))
+        int8.to_csv(out / f"{name}_int8.csv", index=False)
+        paths += [out / f"{name}_int8.tex", out / f"{name}_int8.csv"]
     if not s.excluded.empty:
         md += "\n" + excluded_markdown(s.excluded)
         s.excluded.to_csv(out / f"{name}_excluded.csv", index=False)
