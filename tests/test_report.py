@@ -377,3 +377,12 @@ def test_bench_summarize_small(tmp_path):
     assert [r["layers"] for r in res["shapes"]] == [0, 4]
     assert all(r["n_records"] == 200 and r["load_s"]["median"] > 0 for r in res["shapes"])
     assert "| 4 |" in (tmp_path / "summarize.md").read_text()
+
+
+@pytest.mark.parametrize("metric, scale, higher", [
+    ("test/acc", 100, True), ("test/score", 100, True), ("test/mcc", 100, True), ("test/acc_mm", 100, True),
+    ("dead_fwd", 100, False), ("test/loss", 1, False), ("val/perplexity", 1, False), ("wall_s", 1, False),
+])
+def test_fractions_are_shown_in_percent_and_losses_as_they_are(metric, scale, higher):
+    # GLUE's per-task score is a mean of [0, 1] metrics, so it is a percentage like them.
+    assert summ.scale_of(metric) == scale and summ.higher_is_better(metric) is higher

@@ -24,8 +24,9 @@ from actlab.report.frame import DEAD_KEYS, is_nan, load_frame
 DEFAULT_BY = ("dataset", "activation", "margin")
 PRETTY = {"dataset": "Dataset", "model": "Model", "activation": "Activation", "margin": "α",
           "schedule": "Schedule", "seed": "Seed"}
-# Shown in percent: accuracies and other [0, 1] scores (GLUE MCC/F1/correlations), and the dead rates.
-_PERCENT = re.compile(r"acc|f1|mcc|matthews|spearman|pearson|corr|auc|precision|recall|"
+# Shown in percent: accuracies and other [0, 1] scores (GLUE MCC/F1/correlations and the per-task
+# GLUE score), and the dead rates.
+_PERCENT = re.compile(r"acc|f1|mcc|matthews|spearman|pearson|corr|auc|precision|recall|score|"
                       + "|".join(DEAD_KEYS))
 _LOWER_IS_BETTER = re.compile(r"loss|dead|err|time|_s$|band|zero_rate|ppl|perplexity")
 
