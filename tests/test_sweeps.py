@@ -85,14 +85,31 @@ def test_joblib_launcher_runs_jobs_in_parallel_processes(tmp_path, fashion_dir):
     assert all(r["status"] == "completed" for r in recs.values())
 
 
+def _listen_port() -> int:
+    """A free TCP port below Linux's ephemeral range (32768-60999). Lightning's own pick is an ephemeral
+    port it binds, closes and binds again; in between, any outgoing connection on the machine may take
+    it as its source port (seen in CI under pytest -n 2: EADDRINUSE twice in a row)."""
+    import random
+    import socket
+
+    for port in random.sample(range(20_000, 32_000), 200):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port in 20000-32000")
+
+
 @pytest.mark.slow
 def test_ddp_on_two_cpu_processes_writes_one_record(tmp_path, fashion_dir):
     cmd = _cmd(tmp_path, fashion_dir, "trainer=ddp", "trainer.devices=2", "trainer.accelerator=cpu", "trainer.max_epochs=1")
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-    if out.returncode != 0 and "EADDRINUSE" in out.stderr:
-        # Lightning picks a free port, closes it, then binds it again: another process (the parallel
-        # test worker) can take it in between. Seen once under pytest -n 2; a second try gets a new port.
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    for _attempt in range(3):  # a listener that appears between our check and the bind: next port
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=600,
+                             env=os.environ | {"MASTER_PORT": str(_listen_port())})
+        if out.returncode == 0 or "EADDRINUSE" not in out.stderr:
+            break
     assert out.returncode == 0, out.stderr[-3000:]
     recs = _records(tmp_path)
     assert len(recs) == 1
