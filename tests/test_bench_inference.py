@@ -202,7 +202,10 @@ def test_cli_glue_mode_writes_results_and_fig3(tmp_path):
     assert row["n_samples"] == 5 and [b["size"] for b in row["batches"]] == [2, 2, 1]
     assert [b["tokens"] for b in row["batches"]] == [3 + 5, 4 + 8, 3]  # non-padding tokens per batch
     assert {"ms_per_sample", "ms_per_sample_std", "tokens_per_s", "tokens_per_s_std"} <= set(row["relu"])
-    assert "| sst2 | fp32 (cpu) | 5 | 3 |" in (tmp_path / "inference_glue.md").read_text()
+    assert glue["data"] == {"sst2": str(sst2)}  # where the lengths came from
+    md = (tmp_path / "inference_glue.md").read_text()
+    assert "| sst2 | fp32 (cpu) | 5 | 4.6 | 3 |" in md  # 23 non-padding tokens over 5 samples, 3 batches
+    assert f"Inputs: sst2: {sst2}." in md
     assert (tmp_path / "fig" / "fig3_glue_inference.png").stat().st_size > 10_000
 
 

@@ -373,6 +373,8 @@ def bench_glue(args: argparse.Namespace, settings: dict) -> dict:
         "tokenizer": tok_source,
         "batch_size": args.glue_batch_size,
         "max_samples": args.glue_max_samples,
+        # where the texts came from: their lengths are what Fig. 3 is about
+        "data": {t: files.get(t) or "nyu-mll/glue validation" for t in args.glue},
         "rows": rows,
     }
 
@@ -397,14 +399,16 @@ def glue_table_md(payload: dict) -> str:
     """Markdown table of the GLUE run (mean ± std over batches)."""
     g, s = payload["glue"], payload["settings"]
     lines = [
-        "| task | precision | samples | batches | ms/sample original | ms/sample ReLU | ReLU/original "
-        "| tokens/s original | tokens/s ReLU |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| task | precision | samples | tokens/sample | batches | ms/sample original | ms/sample ReLU "
+        "| ReLU/original | tokens/s original | tokens/s ReLU |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in g["rows"]:
         o, h = r["original"], r["relu"]
+        per_sample = sum(b["tokens"] for b in r["batches"]) / max(1, sum(b["size"] for b in r["batches"]))
         lines.append(
-            f"| {r['task']} | {r['precision']} ({r['device']}) | {r['n_samples']} | {len(r['batches'])} "
+            f"| {r['task']} | {r['precision']} ({r['device']}) | {r['n_samples']} | {per_sample:.1f} "
+            f"| {len(r['batches'])} "
             f"| {o['ms_per_sample']:.3f} ± {o['ms_per_sample_std']:.3f} "
             f"| {h['ms_per_sample']:.3f} ± {h['ms_per_sample_std']:.3f} | {r['ratio']:.3f} "
             f"| {o['tokens_per_s']:,.0f} ± {o['tokens_per_s_std']:,.0f} "
@@ -417,4 +421,6 @@ def glue_table_md(payload: dict) -> str:
         f"{s['repeats']} interleaved rounds per batch, ± = std over batches; tokens/s counts "
         f"non-padding tokens; threads: {s['threads']}; tokenizer: {g['tokenizer']}.",
     ]
+    if g.get("data"):
+        lines.append("Inputs: " + "; ".join(f"{t}: {src}" for t, src in g["data"].items()) + ".")
     return "\n".join(lines)
