@@ -3,6 +3,7 @@ kill, the joblib launcher, and DDP with two CPU processes (gloo)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -102,15 +103,32 @@ def _listen_port() -> int:
     raise RuntimeError("no free port in 20000-32000")
 
 
+def _run_ranks(cmd: list[str], env: dict, timeout: float) -> tuple[int | None, str]:
+    """Run a DDP command in its own process group; past `timeout`, SIGABRT every rank so that
+    faulthandler prints where each one hung (a hang otherwise says nothing), then kill the group."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=env | {"PYTHONFAULTHANDLER": "1"}, start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+        return proc.returncode, out
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGABRT)
+        time.sleep(5)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+        stacks = "\n".join(line for line in out.splitlines() if "(total: " not in line)  # not the module lists
+        return None, f"timed out after {timeout} s; stacks of the ranks:\n{stacks}"
+
+
 @pytest.mark.slow
 def test_ddp_on_two_cpu_processes_writes_one_record(tmp_path, fashion_dir):
     cmd = _cmd(tmp_path, fashion_dir, "trainer=ddp", "trainer.devices=2", "trainer.accelerator=cpu", "trainer.max_epochs=1")
     for _attempt in range(3):  # a listener that appears between our check and the bind: next port
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=600,
-                             env=os.environ | {"MASTER_PORT": str(_listen_port())})
-        if out.returncode == 0 or "EADDRINUSE" not in out.stderr:
+        rc, stderr = _run_ranks(cmd, os.environ | {"MASTER_PORT": str(_listen_port())}, timeout=300)
+        if rc == 0 or "EADDRINUSE" not in stderr:
             break
-    assert out.returncode == 0, out.stderr[-3000:]
+    assert rc == 0, stderr[-8000:]
     recs = _records(tmp_path)
     assert len(recs) == 1
     (rec,) = recs.values()
