@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from actlab.distributed import LAUNCH_ENV
+
 BASE = ["logger=none", "monitor=none", "trainer=cpu", "trainer.enable_progress_bar=false", "model=mlp",
         "model.depth=3", "model.width=16", "dataset.batch_size=32", "scheduler=none"]
 
@@ -87,9 +89,8 @@ def test_joblib_launcher_runs_jobs_in_parallel_processes(tmp_path, fashion_dir):
 
 
 def _listen_port() -> int:
-    """A free TCP port below Linux's ephemeral range (32768-60999). Lightning's own pick is an ephemeral
-    port it binds, closes and binds again; in between, any outgoing connection on the machine may take
-    it as its source port (seen in CI under pytest -n 2: EADDRINUSE twice in a row)."""
+    """A free TCP port below Linux's ephemeral range (32768-60999): Lightning's own pick is an ephemeral
+    port it binds, closes and binds again, and an outgoing connection may take it in between."""
     import random
     import socket
 
@@ -125,7 +126,8 @@ def _run_ranks(cmd: list[str], env: dict, timeout: float) -> tuple[int | None, s
 def test_ddp_on_two_cpu_processes_writes_one_record(tmp_path, fashion_dir):
     cmd = _cmd(tmp_path, fashion_dir, "trainer=ddp", "trainer.devices=2", "trainer.accelerator=cpu", "trainer.max_epochs=1")
     for _attempt in range(3):  # a listener that appears between our check and the bind: next port
-        rc, stderr = _run_ranks(cmd, os.environ | {"MASTER_PORT": str(_listen_port())}, timeout=300)
+        env = {k: v for k, v in os.environ.items() if k not in LAUNCH_ENV}  # as a fresh shell has it
+        rc, stderr = _run_ranks(cmd, env | {"MASTER_PORT": str(_listen_port())}, timeout=300)
         if rc == 0 or "EADDRINUSE" not in stderr:
             break
     assert rc == 0, stderr[-8000:]
@@ -135,3 +137,25 @@ def test_ddp_on_two_cpu_processes_writes_one_record(tmp_path, fashion_dir):
     assert rec["status"] == "completed" and rec["config"]["trainer"]["strategy"] == "ddp"
     assert 0.0 <= rec["metrics"]["test/acc"] <= 1.0
     assert not list((tmp_path / "runs").glob("*/.lock"))
+
+
+def test_a_ddp_run_leaves_no_process_group_or_launch_variables_behind(tmp_path, fashion_dir, monkeypatch):
+    """Lightning's launcher leaves LOCAL_RANK, MASTER_PORT, ... and the process group behind; the next
+    run in the same process (a basic-launcher multirun job) would then wait forever for ranks that
+    nobody launches, and child processes would inherit a port still held (both seen in CI)."""
+    import torch.distributed as dist
+
+    from actlab.train import run
+
+    from compose import make_cfg
+
+    for key in LAUNCH_ENV:
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("NODE_RANK", "0")  # one the user set: must survive as it was
+    over = ["trainer=ddp", "trainer.devices=1", "trainer.accelerator=cpu", "trainer.fast_dev_run=true",
+            "model=mlp", "model.depth=2", "model.width=8", "dataset.batch_size=4", f"dataset.data_dir={fashion_dir}"]
+    for seed in (0, 1):  # the second run is the one that used to inherit the first one's state
+        rec = run(make_cfg(tmp_path, *over, f"seed={seed}"))
+        assert rec["status"] == "completed" and rec["config"]["trainer"]["strategy"] == "ddp"
+        assert not dist.is_initialized()
+        assert {k: os.environ.get(k) for k in LAUNCH_ENV} == {k: "0" if k == "NODE_RANK" else None for k in LAUNCH_ENV}

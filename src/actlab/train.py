@@ -28,7 +28,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from actlab import records, runid, sweep
+from actlab import distributed, records, runid, sweep
 from actlab.history import History
 from actlab.margin import MarginScheduler
 
@@ -193,23 +193,16 @@ def run(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> dict:
         raise RunSkipped(f"{rid} already completed ({run_dir / records.RECORD}); force=true reruns it")
 
     config = OmegaConf.to_container(cfg, resolve=True)
-    if _rank() != 0:  # DDP ranks > 0 share rank 0's run dir; only rank 0 locks and writes the record
-        return _fit(cfg, rid, run_dir, config, previous, list(callbacks))
-    with _lock(run_dir):
-        return _fit(cfg, rid, run_dir, config, previous, list(callbacks))
-
-
-def _rank() -> int:
-    """Global rank from the launcher's environment (Lightning DDP, torchrun, SLURM); 0 when alone."""
-    for key in ("RANK", "SLURM_PROCID", "LOCAL_RANK"):
-        if os.environ.get(key, "").isdigit():
-            return int(os.environ[key]) + (int(os.environ.get("NODE_RANK", 0)) if key == "LOCAL_RANK" else 0)
-    return 0
+    with distributed.scope():
+        if distributed.rank() != 0:  # DDP ranks > 0 share rank 0's run dir; only rank 0 locks and writes the record
+            return _fit(cfg, rid, run_dir, config, previous, list(callbacks))
+        with _lock(run_dir):
+            return _fit(cfg, rid, run_dir, config, previous, list(callbacks))
 
 
 def _fit(cfg: DictConfig, rid: str, run_dir: Path, config: dict, previous: dict | None,
          extra: list[L.Callback]) -> dict:
-    rank_zero = _rank() == 0
+    rank_zero = distributed.rank() == 0
     record = records.RunRecord(run_dir, rid, config)
     if rank_zero:
         record.save()
@@ -374,7 +367,7 @@ def _is_multirun() -> bool:
 def main() -> None:
     """Console entry point `actlab-train`; a sweep (-m) exits non-zero when any of its runs failed."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    if not sweep.is_multirun_argv() or _rank() != 0:
+    if not sweep.is_multirun_argv() or distributed.rank() != 0:
         _hydra_main()
         return
     runs_dir = _runs_dir_from_argv(sys.argv[1:])
