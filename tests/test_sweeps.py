@@ -137,6 +137,25 @@ def test_ddp_on_two_cpu_processes_writes_one_record(tmp_path, fashion_dir):
     assert rec["status"] == "completed" and rec["config"]["trainer"]["strategy"] == "ddp"
     assert 0.0 <= rec["metrics"]["test/acc"] <= 1.0
     assert not list((tmp_path / "runs").glob("*/.lock"))
+    assert stderr.count("actlab-train: ") == 1  # rank 0 reports; rank 1 has no final metrics to show
+
+
+@pytest.mark.slow
+def test_ddp_jobs_of_a_multirun_each_get_their_ranks(tmp_path, fashion_dir):
+    """Job 2 runs in the process job 1 used: it must launch its own rank 1 (not wait for one), and the
+    sweep counts each job once although two ranks ran it."""
+    cmd = _cmd(tmp_path, fashion_dir, "-m", "seed=0,1", "trainer=ddp", "trainer.devices=2", "trainer.accelerator=cpu",
+               "trainer.max_epochs=1")
+    env = {k: v for k, v in os.environ.items() if k not in LAUNCH_ENV}
+    for _attempt in range(3):
+        rc, out = _run_ranks(cmd, env, timeout=400)
+        if rc == 0 or "EADDRINUSE" not in out:
+            break
+    assert rc == 0, out[-8000:]
+    recs = _records(tmp_path)
+    assert sorted(r["config"]["seed"] for r in recs.values()) == [0, 1]
+    assert all(r["status"] == "completed" for r in recs.values())
+    assert "sweep: 2 jobs: 2 completed" in out
 
 
 def test_a_ddp_run_leaves_no_process_group_or_launch_variables_behind(tmp_path, fashion_dir, monkeypatch):

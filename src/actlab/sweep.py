@@ -14,6 +14,8 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
+from actlab import distributed
+
 ENV = "ACTLAB_SWEEP_LOG"
 
 
@@ -28,9 +30,10 @@ def start(runs_dir: str | Path) -> Path:
 
 
 def note(run_id: str, status: str, error: str | None = None) -> None:
-    """Append one job's outcome (completed | failed | skipped) if this process is part of a sweep."""
+    """Append one job's outcome (completed | failed | skipped) if this process is part of a sweep;
+    DDP ranks > 0 inherit the sweep's variable but only rank 0 speaks for the job."""
     path = os.environ.get(ENV)
-    if not path:
+    if not path or distributed.rank() != 0:
         return
     line = json.dumps({"run_id": run_id, "status": status, "error": error}) + "\n"
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)

@@ -322,6 +322,8 @@ def _hydra_main(cfg: DictConfig) -> float | None:
     sweep.note(rec["run_id"], "completed")
     metrics = rec.get("metrics", {})
     main = next((k for k in MAIN_METRICS if k in metrics), "test/acc")
+    if distributed.rank() != 0:  # rank 0 reports the run (ranks > 0 hold no final metrics)
+        return metrics.get(main)
     print(f"actlab-train: {rec['run_id']} {main}={metrics.get(main, float('nan')):.4f} "
           f"record: {Path(cfg.paths.runs_dir) / rec['run_id'] / records.RECORD}")
     return metrics.get(main)
