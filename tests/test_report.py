@@ -131,6 +131,33 @@ def test_fast_record_decoding_matches_json(runs, tmp_path):
     assert df["test/acc"].item() == rec["metrics"]["test/acc"] and df["dead_fwd"].item() == rec["dead"]["final"]["dead_fwd"]
 
 
+def test_schema2_records_are_cut_where_the_lists_begin_and_other_layouts_are_not(runs, tmp_path):
+    """Schema 2 promises history, then dead (its history last) at the end: loads_summary stops reading
+    there. A record that breaks the promise (a member after dead) must still lose nothing."""
+    from actlab import records
+    from actlab.report.frame import _cut_schema2
+
+    rec = json.loads(next(runs.glob("cifar10-mlp-relu-*/record.json")).read_text())
+    rec["schema"] = 2
+    rec["config"]["note"] = 'tricky,\n "history": [1]\n  ]\n }\n}'  # the markers, escaped, inside a string
+    rec = {"int8": {"delta": {"test/acc": -0.01}}, **rec}  # added by actlab int8 after training
+    want = json.loads(json.dumps(rec))
+    want.pop("history")
+    want["dead"].pop("history")
+    path = tmp_path / "r" / "x" / "record.json"
+    records.write_atomic(path, rec)
+    text = path.read_text()
+    assert list(json.loads(text))[-2:] == ["history", "dead"] and list(json.loads(text)["dead"])[-1] == "history"
+    assert _cut_schema2(text) is not None and loads_summary(text) == want
+    assert "dead_fwd/net.1" not in loads_summary(text, per_layer=False)["dead"]["final"]
+    assert load_frame(tmp_path / "r")["int8_delta/test/acc"].item() == -0.01
+    # the same content in another order (written by something else): the generic path, nothing lost
+    other = json.dumps({**{k: v for k, v in rec.items() if k != "int8"}, "int8": rec["int8"]}, indent=1)
+    assert _cut_schema2(other) is None and loads_summary(other) == want
+    empty = dict(rec, dead={"final": rec["dead"]["final"], "history": []})  # no epochs yet
+    assert loads_summary(json.dumps(records.ordered(empty), indent=1)) == dict(want, dead={"final": rec["dead"]["final"]})
+
+
 # --- statistics: known answers -------------------------------------------------------------------------
 def test_mean_std_n_and_ci(runs):
     s = summ.summarize(load_frame(runs))

@@ -17,7 +17,9 @@ import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
-SCHEMA = 1
+# Schema 2: "schema" first and the per-epoch lists last ("history", then "dead" with its "history" last), so that
+# summaries can stop reading where they begin (report.frame.loads_summary). Schema 1 had no order.
+SCHEMA = 2
 RECORD = "record.json"
 
 
@@ -38,14 +40,29 @@ def _clean(value):
     return value
 
 
+def ordered(data: dict) -> dict:
+    """`data` as schema 2 lays it out: "schema" first, the bulky per-epoch lists last (others keep their order)."""
+    if not isinstance(data, dict) or "schema" not in data:
+        return data
+    out = {"schema": data["schema"]} | {k: v for k, v in data.items() if k not in ("history", "dead")}
+    if "history" in data:
+        out["history"] = data["history"]
+    if "dead" in data:
+        dead = data["dead"]
+        out["dead"] = ({k: v for k, v in dead.items() if k != "history"} | (
+            {"history": dead["history"]} if "history" in dead else {})) if isinstance(dead, dict) else dead
+    return out
+
+
 def write_atomic(path: Path, data: dict) -> None:
-    """Write JSON via a temp file in the same directory + rename, so readers never see half a file."""
+    """Write JSON via a temp file in the same directory + rename, so readers never see half a file.
+    Run records (dicts with a "schema") are written in schema 2's order (see `ordered`)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".record-", suffix=".tmp")
     try:
         os.fchmod(fd, 0o644)  # mkstemp makes 0600; records are meant to be shared
         with os.fdopen(fd, "w") as f:
-            json.dump(_clean(data), f, indent=1, allow_nan=False)
+            json.dump(_clean(ordered(data)), f, indent=1, allow_nan=False)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

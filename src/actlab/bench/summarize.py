@@ -18,6 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from actlab import records
 from actlab.bench.common import summary, write_results
 
 TARGET_S = 2.0
@@ -46,7 +47,7 @@ def synthetic_record(i: int, epochs: int, layers: int, rng: random.Random) -> di
         return d
 
     return {
-        "schema": 1, "run_id": run_id, "status": status,
+        "schema": 2, "run_id": run_id, "status": status,
         "error": "RuntimeError: out of memory" if status == "failed" else None,
         "config": {"seed": seed, "dataset": {"name": ds, "data_dir": "data", "batch_size": 128, "augment": True},
                    "model": {"name": "wrn40_4", "depth": 40, "widen": 4, "dropout": 0.0},
@@ -76,7 +77,7 @@ def write_runs(root: Path, n: int, epochs: int, layers: int) -> int:
         rec = synthetic_record(i, epochs, layers, rng)
         d = root / rec["run_id"]
         d.mkdir(parents=True)
-        text = json.dumps(rec, indent=1)  # records.py writes indent=1
+        text = json.dumps(records.ordered(rec), indent=1)  # as records.write_atomic writes it
         (d / "record.json").write_text(text)
         total += len(text)
     return total

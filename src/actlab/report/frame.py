@@ -143,6 +143,20 @@ _LAYER_MEMBER = re.compile(r',\n *"(?:train_)?(?:' + "|".join(DEAD_KEYS)
                            + r')/[^"\\\n]*": (?:null|-?[0-9][0-9.eE+-]*)(?=,?\n)')
 
 
+def _cut_schema2(text: str) -> str | None:
+    """A schema-2 record (indent 1) without its top-level and dead histories, or None for any other
+    layout. Schema 2 writes "history" and then "dead" (its "history" last) at the end: everything
+    from the top-level history on is dropped except dead's leading members, without scanning the lists."""
+    if not text.startswith('{\n "schema": 2,') or not text.rstrip().endswith("\n  ]\n }\n}"):
+        return None
+    h = text.find('\n "history": [')  # top level: deeper members carry more indent
+    d = text.find('\n "dead": {', h)
+    j = text.find('\n  "history": [', d)
+    if h < 0 or d < 0 or j < 0 or text.find('\n "', d + 1, j) >= 0:  # no top-level member in between
+        return None
+    return text[:h] + text[d:j].rstrip(",") + "\n }\n}"
+
+
 def loads_summary(text: str, per_layer: bool = True) -> dict:
     """json.loads that skips the per-epoch `history` and `dead.history` of a pretty-printed record.
 
@@ -150,8 +164,12 @@ def loads_summary(text: str, per_layer: bool = True) -> dict:
     text before decoding makes big records load several times faster. Any other layout (compact
     JSON, a missing member) is decoded whole; the result is the same minus the two lists.
     per_layer=False also drops per-layer rates (not necessarily all: callers still filter).
+    Schema-2 records (see records.SCHEMA) end with the lists, so the text is cut where they begin.
     """
-    if text.startswith("{\n "):
+    fast = _cut_schema2(text)
+    if fast is not None:
+        text = fast if per_layer else _LAYER_MEMBER.sub("", fast)
+    elif text.startswith("{\n "):
         unit = " " * (len(text) - 2 - len(text[2:].lstrip(" ")))
         needle = f'\n{unit}"history": ['
         i = text.find(needle)
