@@ -122,14 +122,21 @@ def _run_ranks(cmd: list[str], env: dict, timeout: float) -> tuple[int | None, s
         return None, f"timed out after {timeout} s; stacks of the ranks:\n{stacks}"
 
 
+def _run_ddp(cmd: list[str], timeout: float, pick_port: bool = False) -> tuple[int | None, str]:
+    """A DDP command in the environment a fresh shell has (no launch variables); pick_port gives it a
+    MASTER_PORT outside the ephemeral range. A port taken between pick and bind: up to 3 tries."""
+    env = {k: v for k, v in os.environ.items() if k not in LAUNCH_ENV}
+    for _attempt in range(3):
+        rc, out = _run_ranks(cmd, env | ({"MASTER_PORT": str(_listen_port())} if pick_port else {}), timeout)
+        if rc == 0 or "EADDRINUSE" not in out:
+            break
+    return rc, out
+
+
 @pytest.mark.slow
 def test_ddp_on_two_cpu_processes_writes_one_record(tmp_path, fashion_dir):
     cmd = _cmd(tmp_path, fashion_dir, "trainer=ddp", "trainer.devices=2", "trainer.accelerator=cpu", "trainer.max_epochs=1")
-    for _attempt in range(3):  # a listener that appears between our check and the bind: next port
-        env = {k: v for k, v in os.environ.items() if k not in LAUNCH_ENV}  # as a fresh shell has it
-        rc, stderr = _run_ranks(cmd, env | {"MASTER_PORT": str(_listen_port())}, timeout=300)
-        if rc == 0 or "EADDRINUSE" not in stderr:
-            break
+    rc, stderr = _run_ddp(cmd, timeout=300, pick_port=True)
     assert rc == 0, stderr[-8000:]
     recs = _records(tmp_path)
     assert len(recs) == 1
@@ -146,11 +153,7 @@ def test_ddp_jobs_of_a_multirun_each_get_their_ranks(tmp_path, fashion_dir):
     sweep counts each job once although two ranks ran it."""
     cmd = _cmd(tmp_path, fashion_dir, "-m", "seed=0,1", "trainer=ddp", "trainer.devices=2", "trainer.accelerator=cpu",
                "trainer.max_epochs=1")
-    env = {k: v for k, v in os.environ.items() if k not in LAUNCH_ENV}
-    for _attempt in range(3):
-        rc, out = _run_ranks(cmd, env, timeout=400)
-        if rc == 0 or "EADDRINUSE" not in out:
-            break
+    rc, out = _run_ddp(cmd, timeout=400)  # each job picks its own port: Lightning's pick
     assert rc == 0, out[-8000:]
     recs = _records(tmp_path)
     assert sorted(r["config"]["seed"] for r in recs.values()) == [0, 1]

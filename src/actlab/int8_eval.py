@@ -60,13 +60,13 @@ def dev_metrics(task, dm) -> dict[str, float]:
     """The task's test/* metrics on the data module's dev split(s), on CPU (what a run records)."""
     import lightning as L
 
-    from actlab.train import _final
+    from actlab.train import final_metrics
 
     with _quiet():
         trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
                             enable_checkpointing=False, enable_model_summary=False)
         trainer.test(task, datamodule=dm, verbose=False)
-    return {k: v for k, v in _final(trainer.callback_metrics).items() if k.startswith("test/")}
+    return {k: v for k, v in final_metrics(trainer.callback_metrics).items() if k.startswith("test/")}
 
 
 def load_task(run_dir: Path, rec: dict):
@@ -84,7 +84,7 @@ def load_task(run_dir: Path, rec: dict):
     try:
         dm, _, task = train.build(OmegaConf.create(rec["config"]))
     except Exception as e:  # Hydra wraps the user's error (a moved data file, say): show that one
-        raise train._unwrap(e) from None
+        raise train.unwrap(e) from None
     ckpt = torch.load(path, map_location="cpu", weights_only=False)  # Lightning checkpoints hold more than tensors
     if "state_dict" not in ckpt:
         raise ValueError(f"{path} is not a Lightning checkpoint (no state_dict)")

@@ -47,10 +47,11 @@ def ordered(data: dict) -> dict:
     out = {"schema": data["schema"]} | {k: v for k, v in data.items() if k not in ("history", "dead")}
     if "history" in data:
         out["history"] = data["history"]
-    if "dead" in data:
-        dead = data["dead"]
-        out["dead"] = ({k: v for k, v in dead.items() if k != "history"} | (
-            {"history": dead["history"]} if "history" in dead else {})) if isinstance(dead, dict) else dead
+    dead = data.get("dead")
+    if isinstance(dead, dict) and "history" in dead:
+        out["dead"] = {k: v for k, v in dead.items() if k != "history"} | {"history": dead["history"]}
+    elif "dead" in data:
+        out["dead"] = dead
     return out
 
 

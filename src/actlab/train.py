@@ -58,7 +58,7 @@ def _build(node, **kwargs):
     return instantiate(spec, **kwargs)
 
 
-def _unwrap(err: BaseException) -> BaseException:
+def unwrap(err: BaseException) -> BaseException:
     """The user's error inside Hydra's InstantiationException wrapper."""
     while isinstance(err, InstantiationException) and err.__cause__ is not None:
         err = err.__cause__
@@ -157,7 +157,7 @@ def _build_model(cfg: DictConfig, dm, act):
     try:
         return _build(cfg.model, act=act, **kwargs)
     except InstantiationException as e:
-        err = _unwrap(e)
+        err = unwrap(e)
         if isinstance(err, TypeError) and "unexpected keyword" in str(err):
             raise ValueError(f"model={cfg.model.get('name')} does not fit dataset={cfg.dataset.get('name')} "
                              f"({getattr(dm, 'kind', 'image')} data): {err}") from None
@@ -237,11 +237,11 @@ def _fit(cfg: DictConfig, rid: str, run_dir: Path, config: dict, previous: dict 
         t_fit = time.perf_counter()
         trainer.fit(task, datamodule=dm, ckpt_path=resume_from, weights_only=False)
         fit_s = time.perf_counter() - t_fit
-        metrics = _final(trainer.callback_metrics)  # train/* and val/* of the last epoch
+        metrics = final_metrics(trainer.callback_metrics)  # train/* and val/* of the last epoch
         t_test = time.perf_counter()
         trainer.test(task, datamodule=dm, verbose=False)
         test_s = time.perf_counter() - t_test
-        metrics.update(_final(trainer.callback_metrics))
+        metrics.update(final_metrics(trainer.callback_metrics))
         timings = {**record.data["timings"], "wall_s": time.perf_counter() - t0, "fit_s": fit_s, "test_s": test_s,
                    "epochs_run": history.epochs_run,
                    "s_per_epoch": fit_s / history.epochs_run if history.epochs_run else None,
@@ -257,7 +257,7 @@ def _fit(cfg: DictConfig, rid: str, run_dir: Path, config: dict, previous: dict 
         _finish_wandb(logger, 0)
         return record.data
     except BaseException as e:  # KeyboardInterrupt too: the record must say the run did not finish
-        err = _unwrap(e)
+        err = unwrap(e)
         if rank_zero:
             record.data["timings"]["wall_s"] = time.perf_counter() - t0
             record.finish("failed", error=f"{type(err).__name__}: {err}")
@@ -267,7 +267,7 @@ def _fit(cfg: DictConfig, rid: str, run_dir: Path, config: dict, previous: dict 
         raise
 
 
-def _final(callback_metrics: dict) -> dict:
+def final_metrics(callback_metrics: dict) -> dict:
     """Epoch-level `stage/name` metrics as floats (`*_step` values dropped, `_epoch` suffixes removed)."""
     out = {}
     for k, v in callback_metrics.items():
@@ -308,7 +308,7 @@ def _hydra_main(cfg: DictConfig) -> float | None:
         sweep.note(rid, "skipped")
         return None
     except Exception as e:  # the record already says failed, with the error
-        err = _unwrap(e)
+        err = unwrap(e)
         sweep.note(rid or "?", "failed", f"{type(err).__name__}: {err}")
         if isinstance(err, USER_ERRORS):
             print(f"actlab-train: error: {err}", file=sys.stderr)

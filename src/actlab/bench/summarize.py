@@ -55,7 +55,7 @@ def synthetic_record(i: int, epochs: int, layers: int, rng: random.Random) -> di
                    "optim": {"name": "sgd", "lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4},
                    "scheduler": {"name": "cosine"}, "trainer": {"max_epochs": epochs, "precision": "32"},
                    "tags": ["bench"]},
-        # like the training entry's records: per-layer rates live under "dead" only (train._final)
+        # like the training entry's records: per-layer rates live under "dead" only (train.final_metrics)
         "metrics": {} if status != "completed" else {
             "train/loss": rng.random(), "val/acc": 0.9 + rng.random() * 0.05, "val/loss": rng.random(),
             "test/acc": 0.9 + rng.random() * 0.05, "test/loss": rng.random(), "test/acc_top5": 0.99},
