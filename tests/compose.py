@@ -7,7 +7,7 @@ from pathlib import Path
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from actlab.train import CONF_DIR
+from actlab.run.build import CONF_DIR
 
 FAST = [
     "logger=none",

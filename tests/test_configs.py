@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from actlab.train import CONF_DIR, run
+from actlab.run.build import CONF_DIR
+from actlab.run.runner import run
 
 from compose import make_cfg
 from text_formats import data_files_override
@@ -73,7 +74,7 @@ def test_option_composes_and_runs_a_step(group, option, tmp_path, request):
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "actlab.train", *args], capture_output=True, text=True, timeout=300)
+    return subprocess.run([sys.executable, "-m", "actlab.cli.train", *args], capture_output=True, text=True, timeout=300)
 
 
 def test_help_lists_groups_and_cfg_job_prints_the_config():

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from actlab.data.glue import TASKS, GLUEData
-from actlab.glue_task import glue_metrics, glue_score
-from actlab.train import run
+from actlab.tasks.glue import glue_metrics, glue_score
+from actlab.run.runner import run
 
 from compose import make_cfg
 from text_formats import COLUMNS, data_files_override, glue_rows, write_glue, write_rows
@@ -184,7 +184,7 @@ def test_task_and_model_must_fit_the_data(glue_files, tmp_path):
 
 
 def test_failed_glue_run_is_recorded(tmp_path):
-    from actlab import records
+    from actlab.run import records
 
     files = write_glue(tmp_path, "sst2", n_train=8, n_eval=8)
     rows = glue_rows("sst2", 8)

@@ -16,11 +16,13 @@ import torch
 from torch import nn
 from torch.ao.nn.quantized.dynamic import Linear as QLinear
 
-from actlab import cli, int8_eval, records
+from actlab.cli import main as cli
+from actlab.report import int8 as int8_eval
+from actlab.run import records
 from actlab.bench.hf_models import quantize_int8
 from actlab.report import summarize as summ
 from actlab.report.frame import load_frame
-from actlab.train import run
+from actlab.run.runner import run
 
 from compose import make_cfg
 from text_formats import data_files_override

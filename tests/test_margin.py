@@ -7,9 +7,9 @@ import math
 import pytest
 import torch
 
-from actlab.lr_schedules import cosine, onecycle, step
+from actlab.run.lr_schedules import cosine, onecycle, step
 from actlab.margin import Constant, Cosine, Linear, MarginScheduler, Step, WarmupDecay
-from actlab.train import run
+from actlab.run.runner import run
 
 from compose import fashion, make_cfg
 

@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 from actlab import activations, checkpoints
 from actlab.data.corpus import MLMData
 from actlab.models.bert import build
-from actlab.train import run
+from actlab.run.runner import run
 
 from compose import make_cfg
 from text_formats import data_files_override

@@ -312,7 +312,7 @@ def fit(tmp_path, task, monitor, logger=False, max_epochs=2):
 def test_callback_in_a_real_training(tmp_path):
     from lightning.pytorch.loggers import CSVLogger
 
-    from actlab.monitor_callback import DeadNeuronMonitor
+    from actlab.callbacks.monitor import DeadNeuronMonitor
 
     monitor = DeadNeuronMonitor(probe_size=20, hist_bins=200, hist_range=(-3, 3))
     task = TinyTask("helu", margin=0.05)
@@ -328,8 +328,8 @@ def test_callback_in_a_real_training(tmp_path):
     # the probe measurement of the last epoch is what final holds (same weights, same probe)
     assert state["final"]["dead_fwd/1"] == state["history"][-1]["dead_fwd/1"]
 
-    assert monitor.hist_path == Path(trainer.log_dir) / "preact_hist.json"
-    hist = json.loads(monitor.hist_path.read_text())
+    hist_path = Path(trainer.log_dir) / "preact_hist.json"
+    hist = json.loads(hist_path.read_text())
     assert len(hist["edges"]) == 201 and hist["edges"][0] == -3 and hist["edges"][-1] == 3
     assert hist["margin"] == pytest.approx(0.05) and hist["activation"] == "HeLU"
     assert set(hist["layers"]) == {"1", "3"}  # named relative to pl_module.model
@@ -342,7 +342,7 @@ def test_callback_in_a_real_training(tmp_path):
 
 
 def test_callback_every_n_epochs_and_shared_module(tmp_path):
-    from actlab.monitor_callback import DeadNeuronMonitor
+    from actlab.callbacks.monitor import DeadNeuronMonitor
 
     monitor = DeadNeuronMonitor(probe_size=8, every_n_epochs=2, log_per_layer=False, out_dir=str(tmp_path / "run"))
     fit(tmp_path, TinyTask("relu"), monitor, max_epochs=3)
@@ -358,7 +358,7 @@ def test_callback_every_n_epochs_and_shared_module(tmp_path):
 
 
 def test_callback_rejects_bad_arguments():
-    from actlab.monitor_callback import DeadNeuronMonitor
+    from actlab.callbacks.monitor import DeadNeuronMonitor
 
     with pytest.raises(ValueError, match="hist_range"):
         DeadNeuronMonitor(hist_range=(1.0, -1.0))

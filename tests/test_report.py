@@ -125,7 +125,7 @@ def test_fast_record_decoding_matches_json(runs, tmp_path):
     assert "dead_fwd/net.1" not in slim and slim["dead_fwd"] == rec["dead"]["final"]["dead_fwd"]
     with pytest.raises(ValueError):
         loads_summary(json.dumps(rec, indent=1)[:-200])
-    records = pytest.importorskip("actlab.records")  # the real writer, when present
+    records = pytest.importorskip("actlab.run.records")  # the real writer, when present
     records.write_atomic(tmp_path / "r" / "x" / "record.json", rec)
     df = load_frame(tmp_path / "r")
     assert df["test/acc"].item() == rec["metrics"]["test/acc"] and df["dead_fwd"].item() == rec["dead"]["final"]["dead_fwd"]
@@ -134,7 +134,7 @@ def test_fast_record_decoding_matches_json(runs, tmp_path):
 def test_schema2_records_are_cut_where_the_lists_begin_and_other_layouts_are_not(runs, tmp_path):
     """Schema 2 promises history, then dead (its history last) at the end: loads_summary stops reading
     there. A record that breaks the promise (a member after dead) must still lose nothing."""
-    from actlab import records
+    from actlab.run import records
     from actlab.report.frame import _cut_schema2
 
     rec = json.loads(next(runs.glob("cifar10-mlp-relu-*/record.json")).read_text())

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from actlab.distributed import LAUNCH_ENV
+from actlab.run.distributed import LAUNCH_ENV
 
 BASE = ["logger=none", "monitor=none", "trainer=cpu", "trainer.enable_progress_bar=false", "model=mlp",
         "model.depth=3", "model.width=16", "dataset.batch_size=32", "scheduler=none"]
@@ -23,7 +23,7 @@ BASE = ["logger=none", "monitor=none", "trainer=cpu", "trainer.enable_progress_b
 def _cmd(results: Path, data: Path, *args: str) -> list[str]:
     flags = [a for a in args if a.startswith("-")]  # Hydra wants -m before the overrides
     rest = [a for a in args if not a.startswith("-")]
-    return [sys.executable, "-m", "actlab.train", *flags, *BASE, f"paths.results_dir={results}",
+    return [sys.executable, "-m", "actlab.cli.train", *flags, *BASE, f"paths.results_dir={results}",
             f"dataset.data_dir={data}", *rest]
 
 
@@ -167,7 +167,7 @@ def test_a_ddp_run_leaves_no_process_group_or_launch_variables_behind(tmp_path, 
     nobody launches, and child processes would inherit a port still held (both seen in CI)."""
     import torch.distributed as dist
 
-    from actlab.train import run
+    from actlab.run.runner import run
 
     from compose import make_cfg
 

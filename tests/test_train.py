@@ -8,8 +8,8 @@ import math
 import lightning as L
 import pytest
 
-from actlab import records, runid
-from actlab.train import RunSkipped, run
+from actlab.run import records, runid
+from actlab.run.runner import RunSkipped, run
 
 from compose import fashion, make_cfg
 

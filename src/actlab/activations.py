@@ -286,6 +286,15 @@ _OURS = (HeLU, SmeLU, Swish, PReLU)
 _HF_EXCLUDED = {"LinearActivation", "ClassInstantier"}
 
 
+def derivative(module: nn.Module, z: torch.Tensor) -> torch.Tensor:
+    """f'(z) elementwise, the derivative training uses (HeLU: its surrogate), by autograd: the grad of
+    f(z).sum() is f'(z) for an elementwise f. Calls .forward, so hooks on the module do not fire."""
+    with torch.enable_grad():
+        zz = z.detach().clone().requires_grad_(True)  # clone: an in-place f must not touch z
+        (g,) = torch.autograd.grad(module.forward(zz).sum(), zz)
+    return g
+
+
 def is_activation(module: nn.Module) -> bool:
     """True for modules swap() replaces: torch rectifier-family, transformers' activations, ours."""
     if isinstance(module, _TORCH_ACTIVATIONS + _OURS):

@@ -1,4 +1,4 @@
-"""HeLU margin schedules over training progress, and the callback that applies them every step.
+"""HeLU margin schedules over training progress (actlab.callbacks.margin applies them every step).
 
 The paper keeps the margin fixed (`Constant`); the other schedules are ours. A schedule maps
 progress p in [0, 1] (global step / total steps) to a margin. With no HeLU in the model the
@@ -7,15 +7,8 @@ callback does nothing and says so once.
 
 from __future__ import annotations
 
-import logging
 import math
 from dataclasses import dataclass, field
-
-import lightning as L
-
-from actlab.activations import helu_modules
-
-log = logging.getLogger("actlab")
 
 
 @dataclass
@@ -78,7 +71,7 @@ class WarmupDecay:
         return self.peak + (self.end - self.peak) * rest
 
 
-def _check(schedule) -> None:
+def check(schedule) -> None:
     for key in ("value", "start", "peak", "end", "warmup", "gamma"):
         v = getattr(schedule, key, 0.0)
         if v is not None and not isinstance(v, (int, float)):
@@ -86,32 +79,3 @@ def _check(schedule) -> None:
     warm = getattr(schedule, "warmup", None)
     if warm is not None and not 0 < warm < 1:
         raise ValueError(f"margin.warmup must be in (0, 1), got {warm}")
-
-
-class MarginScheduler(L.Callback):
-    """Sets every HeLU's margin from `schedule(progress)` before each training step; logs `margin`."""
-
-    def __init__(self, schedule):
-        _check(schedule)
-        self.schedule = schedule
-        self._modules: list = []
-
-    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._modules = helu_modules(pl_module)
-        if not self._modules:
-            log.info("margin schedule %s: no HeLU in the model, nothing to schedule", type(self.schedule).__name__)
-
-    def margin_at(self, trainer: L.Trainer) -> float | None:
-        total = trainer.estimated_stepping_batches
-        p = min(1.0, trainer.global_step / total) if total and math.isfinite(total) else 0.0
-        return self.schedule(p)
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        if not self._modules:
-            return
-        value = self.margin_at(trainer)
-        if value is None:
-            return
-        for m in self._modules:
-            m.margin = value
-        pl_module.log("margin", float(value), on_step=True, on_epoch=True, batch_size=1)

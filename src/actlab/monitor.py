@@ -42,7 +42,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from actlab.activations import HeLU, PReLU, activation_sites
+from actlab.activations import HeLU, PReLU, activation_sites, derivative
 from actlab.batches import attention_mask, device_of, forward, to_device
 
 EPS = 1e-6
@@ -190,7 +190,7 @@ class _Site:
             else:
                 grad = torch.where(slope, math.inf, mx)
         else:  # generic, or an nn.PReLU whose slopes are not on the unit axis (its grad_thr is 0, not eps)
-            grad = _unit_amax(_derivative(self.module, z).abs()) - (self.eps - self.grad_thr)
+            grad = _unit_amax(derivative(self.module, z).abs()) - (self.eps - self.grad_thr)
         self.grad = self._fold(self.grad, grad, self.path)
         if self._counting():
             self.nonzero = self.nonzero + torch.count_nonzero(out != 0)  # != 0 first: ~20x faster on floats
@@ -229,15 +229,6 @@ def _select(t: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     if mask is not None and t.dim() == 3 and t.shape[:2] == mask.shape:
         return t[mask]
     return t
-
-
-def _derivative(mod: nn.Module, z: torch.Tensor) -> torch.Tensor:
-    """f'(z) elementwise by autograd: grad of f(z).sum() is f'(z) for an elementwise f."""
-    with torch.enable_grad():
-        zz = z.detach().clone().requires_grad_(True)  # clone: an in-place f must not touch z
-        y = mod.forward(zz)  # .forward, not __call__: our own hooks must not fire again
-        (g,) = torch.autograd.grad(y.sum(), zz)
-    return g
 
 
 class UnitStats:
@@ -414,11 +405,3 @@ def measure(
     if histogram is not None:
         out["preact_hist"] = stats.histogram()
     return out
-
-
-def __getattr__(name: str):  # `actlab.monitor.DeadNeuronMonitor` without importing Lightning eagerly
-    if name == "DeadNeuronMonitor":
-        from actlab.monitor_callback import DeadNeuronMonitor
-
-        return DeadNeuronMonitor
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

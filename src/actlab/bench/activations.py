@@ -48,7 +48,7 @@ ISSUE_QUOTES = {"helu (input)": 1.16, "helu (bool)": 1.04, "helu (bits)": 1.005}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    """Flags of `actlab bench activations` (registered by actlab.cli)."""
+    """Flags of `actlab bench activations` (registered by actlab.cli.main)."""
     p.add_argument("--quick", action="store_true", help="smoke run: 1M elements, batch 8, 3 repeats")
     p.add_argument("--numel", type=int, default=None, help="op tensor size (default 4M; quick 1M)")
     p.add_argument("--batch", type=int, default=None, help="ResNet-18 batch (default 32; quick 8)")

@@ -6,7 +6,6 @@ round so that machine drift (thermal, other load) hits every variant alike.
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import statistics
@@ -16,6 +15,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
+
+from actlab import atomic
 
 
 def machine_info() -> dict:
@@ -80,8 +81,6 @@ def write_results(name: str, payload: dict, table_md: str, out_dir: str | Path =
     out.mkdir(parents=True, exist_ok=True)
     payload = {"machine": machine_info(), **payload}
     path = out / f"{name}.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(payload, indent=2, default=float) + "\n")
-    os.replace(tmp, path)
-    (out / f"{name}.md").write_text(table_md.rstrip() + "\n")
+    atomic.write_json(path, payload, indent=2, default=float, allow_nan=True)
+    atomic.write_text(out / f"{name}.md", table_md.rstrip() + "\n")
     return path

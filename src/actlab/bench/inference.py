@@ -45,7 +45,7 @@ def _names(text: str) -> list[str]:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    """Flags of `actlab bench inference` (registered by actlab.cli)."""
+    """Flags of `actlab bench inference` (registered by actlab.cli.main)."""
     p.add_argument("--models", type=_names, default=list(hf.MODELS), help="comma list (default: all five)")
     p.add_argument("--size", choices=("base", "tiny"), default="base", help="tiny: 2-layer, 32-wide (tests)")
     p.add_argument("--batch-sizes", type=_ints, default=None, help="comma list, e.g. 1,8,256")

@@ -18,8 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from actlab import records
 from actlab.bench.common import summary, write_results
+from actlab.run import records
 
 TARGET_S = 2.0
 DATASETS = ("fashion_mnist", "cifar10", "cifar100", "imagenette")

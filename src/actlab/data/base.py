@@ -6,11 +6,8 @@ examples are split, transformed and batched lives here, so every dataset behaves
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import os
-import shutil
-import uuid
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,6 +16,8 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision.transforms import v2
+
+from actlab import atomic
 
 
 def default_cache_dir() -> Path:
@@ -78,19 +77,9 @@ def fingerprint(paths: Iterable[Path]) -> str:
 
 
 def atomic_copy(src: Path, dest: Path, *, gunzip: bool = False) -> None:
-    """Copy (or gunzip) src to dest so dest never exists half-written.
-
-    Writes to a unique temp name in dest's folder, then renames (atomic on POSIX): a second process
-    extracting concurrently either sees the finished file or writes its own identical copy.
-    """
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with gzip.open(src, "rb") if gunzip else open(src, "rb") as fin, open(tmp, "wb") as fout:
-            shutil.copyfileobj(fin, fout, 1 << 20)
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
+    """Copy (or gunzip) src to dest so dest never exists half-written: a second process extracting
+    concurrently either sees the finished file or writes its own identical copy."""
+    atomic.copy(src, dest, gunzip=gunzip)
 
 
 # ----------------------------------------------------------------------------- splits
@@ -183,6 +172,7 @@ class VisionDataModule(L.LightningDataModule):
         self.test_dataset: Dataset | None = None
 
     kind = "image"
+    model_kind = "image"  # the models that fit (their `kind`)
 
     # -- what models and tasks are told about the data (see train._build_model)
     def model_kwargs(self) -> dict[str, Any]:

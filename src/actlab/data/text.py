@@ -71,6 +71,7 @@ class TextDataModule(L.LightningDataModule):
     """Tokenised splits in memory, padded per batch by a collator; subclasses build the splits in setup()."""
 
     kind: str = "text"
+    model_kind = "text"  # the models that fit (their `kind`)
 
     def __init__(self, tokenizer: str, max_length: int = 128, batch_size: int = 32, num_workers: int = 0,
                  subset: int | None = None, eval_subset: int | None = None, shuffle_seed: int | None = None):

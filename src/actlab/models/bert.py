@@ -142,6 +142,4 @@ def export(model: nn.Module, folder: Path, tokenizer=None, activation: dict | No
     return folder
 
 
-def ffn_sites(model: nn.Module) -> list[str]:
-    """Paths of the activation modules (one per layer's feed-forward, plus the MLM head's transform)."""
-    return [p for p, _ in activations.activation_sites(model)]
+build.kind = "text"  # the data it fits (run.build checks it against the data module's model_kind)

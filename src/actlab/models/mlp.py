@@ -43,6 +43,8 @@ class HiddenLayer(nn.Module):
 class MLP(nn.Module):
     """Flatten -> `depth` HiddenLayers -> linear head. Activation sites: `depth`."""
 
+    kind = "image"  # the data it fits (run.build checks it against the data module's model_kind)
+
     def __init__(
         self,
         num_classes: int,

@@ -47,6 +47,8 @@ class ResNet(nn.Module):
     """CIFAR ResNet: stem, `len(blocks)` stages of BasicBlocks (widths width*2**i), global
     average pool, linear head. Activation sites: 1 (stem) + 2 per block."""
 
+    kind = "image"  # the data it fits (run.build checks it against the data module's model_kind)
+
     def __init__(
         self,
         num_classes: int,

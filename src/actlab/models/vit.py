@@ -57,6 +57,8 @@ class Block(nn.Module):
 class ViT(nn.Module):
     """ViT classifier. Activation sites: one per block (`blocks.<i>.mlp.act`), `depth` in all."""
 
+    kind = "image"  # the data it fits (run.build checks it against the data module's model_kind)
+
     def __init__(
         self,
         num_classes: int,

@@ -49,6 +49,8 @@ class WideBlock(nn.Module):
 class WideResNet(nn.Module):
     """WRN-depth-widen. Activation sites: 2 per block + 1 final = depth - 3 (37 for WRN-40-4)."""
 
+    kind = "image"  # the data it fits (run.build checks it against the data module's model_kind)
+
     def __init__(
         self,
         num_classes: int,

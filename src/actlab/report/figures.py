@@ -34,16 +34,16 @@ def _derivative_curves(margin: float) -> tuple[np.ndarray, dict[str, tuple[np.nd
     import torch
 
     try:
-        from actlab.activations import build
+        from actlab.activations import build, derivative
     except ImportError as e:
         raise Skip(f"actlab.activations is not importable ({e})") from e
     z = torch.linspace(-5, 5, 4001, dtype=torch.float64)
     curves = {}
     for name, kw in (("relu", {}), ("gelu", {}), ("helu", {"margin": margin})):
-        x = z.clone().requires_grad_(True)
-        y = build(name, **kw).double()(x)
-        (g,) = torch.autograd.grad(y.sum(), x)
-        curves[name] = (y.detach().numpy(), g.numpy())
+        act = build(name, **kw).double()
+        with torch.no_grad():
+            y = act(z)
+        curves[name] = (y.numpy(), derivative(act, z).numpy())
     return z.numpy(), curves
 
 

@@ -18,7 +18,7 @@ from torchmetrics.classification import BinaryF1Score, BinaryMatthewsCorrCoef, M
 from torchmetrics.regression import PearsonCorrCoef, SpearmanCorrCoef
 
 from actlab.data.glue import task_spec
-from actlab.task import TrainTask
+from actlab.tasks.base import TrainTask
 
 
 def glue_metrics(task: str) -> MetricCollection:

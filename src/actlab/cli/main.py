@@ -18,7 +18,7 @@ import sys
 COMMANDS = {
     "summarize": ("actlab.report.summarize", "comparison tables from run records"),
     "figures": ("actlab.report.figures", "the paper's figures from run records and benchmarks"),
-    "int8": ("actlab.int8_eval", "GLUE runs: dev scores in fp32 and dynamic INT8 on CPU, into their records"),
+    "int8": ("actlab.report.int8", "GLUE runs: dev scores in fp32 and dynamic INT8 on CPU, into their records"),
 }
 BENCHMARKS = {
     "activations": ("actlab.bench.activations", "activation op and ResNet-18 step: time and saved memory"),

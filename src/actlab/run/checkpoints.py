@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from actlab import records
+from actlab.run import records
 
 log = logging.getLogger(__name__)
 AUTO = "auto"

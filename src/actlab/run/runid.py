@@ -37,13 +37,30 @@ def normalise(cfg: DictConfig) -> list[str]:
 
 
 def identity(cfg: DictConfig) -> dict:
-    """The resolved config minus keys that do not change results."""
+    """The resolved config minus keys that do not change results.
+
+    Values derived from the run directory (`${paths.run_dir}/checkpoints`) resolve against a fixed
+    placeholder: the directory is named after this identity, so it cannot be part of it. actlab's own
+    `_target_`s count by name only (`Classifier`, not its module path): moving code does not rename runs.
+    """
+    cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k not in ("hydra",)])
+    with open_dict(cfg):
+        cfg.setdefault("paths", {})["run_dir"] = "<run_dir>"
     data = OmegaConf.to_container(cfg, resolve=True)
     data = {k: v for k, v in data.items() if k not in _NOT_IDENTITY}
     for group, keys in _NOT_IDENTITY_NESTED.items():
         if isinstance(data.get(group), dict):
             data[group] = {k: v for k, v in data[group].items() if k not in keys}
-    return data
+    return _short_targets(data)
+
+
+def _short_targets(node):
+    if isinstance(node, dict):
+        return {k: (v.rsplit(".", 1)[-1] if k == "_target_" and isinstance(v, str) and v.startswith("actlab.")
+                    else _short_targets(v)) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_short_targets(v) for v in node]
+    return node
 
 
 def _name(node) -> str:

@@ -15,7 +15,7 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 from torchmetrics.text import Perplexity
 
-from actlab.task import TrainTask
+from actlab.tasks.base import TrainTask
 
 IGNORE = -100  # label of unmasked positions (transformers' convention)
 EXPORT_DIR = "hf_model"

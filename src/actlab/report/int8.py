@@ -4,7 +4,7 @@
     actlab int8 results/runs --force     # re-evaluate runs that already have an int8 entry
     actlab summarize --paper             # then: <name>_int8.* and paper_table3.* tables
 
-Per run: rebuild data module, model and task from record["config"] (actlab.train.build), load
+Per run: rebuild data module, model and task from record["config"] (actlab.run.runner.build), load
 checkpoints/last.ckpt, test on the dev split(s) on CPU in fp32, then again after post-training
 dynamic INT8 quantization of every nn.Linear (no calibration: actlab.bench.hf_models.quantize_int8),
 and write record["int8"] = {fp32, int8, delta = int8 - fp32, quantizer, evaluated_at, torch, ...}.
@@ -23,9 +23,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from actlab import records
+from actlab.run import records
 
-GLUE_TARGET = "actlab.glue_task.GLUEClassifier"
+GLUE_TARGET = "actlab.tasks.glue.GLUEClassifier"
 QUANTIZER = ("torch.ao.quantization.quantize_dynamic: every nn.Linear to qint8 weights, activations "
              "quantized per batch (no calibration), CPU")
 
@@ -60,7 +60,7 @@ def dev_metrics(task, dm) -> dict[str, float]:
     """The task's test/* metrics on the data module's dev split(s), on CPU (what a run records)."""
     import lightning as L
 
-    from actlab.train import final_metrics
+    from actlab.run.runner import final_metrics
 
     with _quiet():
         trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
@@ -73,7 +73,7 @@ def load_task(run_dir: Path, rec: dict):
     """(data module, task) of a recorded run with its checkpoint's weights, on CPU, eval mode."""
     from omegaconf import OmegaConf
 
-    from actlab import train
+    from actlab.run import runner as train
 
     ckpt_rel = (rec.get("files") or {}).get("checkpoint")
     if not ckpt_rel:

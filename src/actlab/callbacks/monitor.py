@@ -18,7 +18,6 @@ leaves every rate unchanged.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Iterable
@@ -28,6 +27,7 @@ from typing import Any
 from lightning.pytorch import Callback
 from torch import nn
 
+from actlab import atomic
 from actlab.batches import attention_mask, first_examples
 from actlab.monitor import EPS, TRAIN_COUNT_EVERY, UnitStats, measure
 
@@ -74,7 +74,6 @@ class DeadNeuronMonitor(Callback):
         self.train_count_every = int(train_count_every)
         self.history: list[dict[str, Any]] = []
         self.final: dict[str, Any] = {}
-        self.hist_path: Path | None = None
         self._root: nn.Module | None = None
         self._train: UnitStats | None = None
         self._probe: list | None = None
@@ -172,7 +171,7 @@ class DeadNeuronMonitor(Callback):
             hist = rates.pop("preact_hist")
             final.update(rates)
             if trainer.is_global_zero:
-                self.hist_path = write_histogram(hist, Path(run_dir) / "preact_hist.json")
+                write_histogram(hist, Path(run_dir) / "preact_hist.json")
         self.final = final
 
     def _record(self, trainer, pl_module, rates: dict[str, float]) -> None:
@@ -221,9 +220,4 @@ def _loader(trainer, pl_module, split: str) -> Iterable | None:
 
 def write_histogram(payload: dict[str, Any], path: str | os.PathLike) -> Path:
     """Write a preact_hist.json payload atomically (temp file + rename); returns the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(payload) + "\n")
-    os.replace(tmp, path)
-    return path
+    return atomic.write_json(path, payload)

@@ -1,0 +1,1 @@
+"""Lightning callbacks a run composes from `conf/callbacks/`: margin schedule, dead-neuron monitor, history."""

@@ -1,0 +1,76 @@
+"""`actlab-train`: the Hydra main. Composes a config, runs it (actlab.run.runner), prints the result.
+
+    actlab-train                                     # Fashion-MNIST, small ResNet, ReLU, CPU
+    actlab-train model=mlp activation=helu activation.margin=0.05 seed=1
+    actlab-train -m activation=relu,gelu,helu seed=0,1,2     # a sweep (see hydra/launcher)
+    actlab-train experiment=glue dataset=glue/sst2 model=minilm activation=helu   # GLUE fine-tune
+    actlab-train experiment=mlm dataset=mlm/wikitext model=bert_small activation=relu  # MLM pre-train
+    actlab-train --cfg job                           # print the composed config
+
+A single run exits 1 on failure; a sweep's jobs each return a JobResult, and the sweep exits 1 when
+any failed (actlab.run.sweep, through Hydra's callbacks).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from actlab.run import distributed, records, runid
+from actlab.run.build import CONF_DIR, unwrap
+from actlab.run.runner import USER_ERRORS, RunSkipped, run
+from actlab.run.sweep import JobResult
+
+log = logging.getLogger("actlab")
+
+
+def _is_multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+
+    try:
+        return HydraConfig.get().mode.name == "MULTIRUN"
+    except ValueError:
+        return False
+
+
+@hydra.main(config_path=CONF_DIR, config_name="train", version_base="1.3")
+def _hydra_main(cfg: DictConfig) -> JobResult:
+    multirun = _is_multirun()
+    rid = "?"
+    try:
+        rid = runid.run_id(cfg)
+        rec = run(cfg)
+    except RunSkipped as e:
+        print(f"actlab-train: skipped: {e}", file=sys.stderr)
+        return JobResult(None, rid, "skipped")
+    except Exception as e:  # the record already says failed, with the error
+        err = unwrap(e)
+        if isinstance(err, USER_ERRORS):
+            print(f"actlab-train: error: {err}", file=sys.stderr)
+        elif multirun:  # crash isolation: keep the traceback in the log, let the sweep go on
+            log.exception("run %s failed", rid)
+        else:
+            raise
+        if multirun:
+            return JobResult(None, rid, "failed", f"{type(err).__name__}: {err}")
+        sys.exit(1)
+    metrics = rec.get("metrics", {})
+    main = rec.get("main_metric") or "test/loss"
+    if distributed.rank() == 0:  # rank 0 reports the run (ranks > 0 hold no final metrics)
+        print(f"actlab-train: {rec['run_id']} {main}={metrics.get(main, float('nan')):.4f} "
+              f"record: {Path(cfg.paths.runs_dir) / rec['run_id'] / records.RECORD}")
+    return JobResult(metrics.get(main), rec["run_id"], "completed")
+
+
+def main() -> None:
+    """Console entry point `actlab-train`."""
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    _hydra_main()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,167 @@
+"""Config -> objects: the one place where a composed config meets code.
+
+    dm, model, task = build(cfg)                  # untrained, what a run fits (actlab int8 reuses it)
+    callbacks = build_callbacks(cfg)              # the `callbacks` group: margin schedule, monitor, ...
+
+Cross-group checks ask the objects: a data module's `model_kind` must equal the model's `kind`, and
+the task's `kind` the data module's `kind`, so a new model or data set needs no list edited here.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from hydra.errors import InstantiationException
+from hydra.utils import get_class, get_method, instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from actlab.batches import forward
+
+log = logging.getLogger("actlab")
+
+CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")  # src/actlab/conf (a symlink to conf/ in a checkout)
+_NAMED_ARG = ("actlab.activations.factory",)  # targets whose `name` key is an argument, not a label
+
+
+def _strip_names(spec):
+    """Drop descriptive `name` keys of nested `_target_` nodes (they label a group choice, not an argument)."""
+    if isinstance(spec, dict):
+        if "_target_" in spec and spec["_target_"] not in _NAMED_ARG:
+            spec.pop("name", None)
+        for v in spec.values():
+            _strip_names(v)
+    elif isinstance(spec, list):
+        for v in spec:
+            _strip_names(v)
+    return spec
+
+
+def instantiate_node(node, recursive: bool = False, **kwargs):
+    """instantiate() a config node (resolved against the whole config), minus descriptive `name` keys;
+    None for an empty group (`monitor=none`). Not recursive by default: kwargs may carry plain dicts
+    with `_target_` keys (the resolved config handed to loggers)."""
+    if node is None or "_target_" not in node:
+        return None
+    spec = _strip_names(OmegaConf.to_container(node, resolve=True))
+    spec["_recursive_"] = recursive
+    # Plain lists/dicts, not ListConfig: Lightning appends its own callbacks to the list it is given.
+    spec["_convert_"] = "all"
+    return instantiate(spec, **kwargs)
+
+
+def unwrap(err: BaseException) -> BaseException:
+    """The user's error inside Hydra's InstantiationException wrapper."""
+    while isinstance(err, InstantiationException) and err.__cause__ is not None:
+        err = err.__cause__
+    return err
+
+
+def validate(cfg: DictConfig) -> None:
+    if not isinstance(cfg.get("seed"), int) or isinstance(cfg.get("seed"), bool):
+        raise ValueError(f"seed must be an integer, got {cfg.get('seed')!r}")
+
+
+def _target(node):
+    """The class or function a `_target_` node names (for its `kind`), or None."""
+    if node is None or "_target_" not in node:
+        return None
+    try:
+        return get_class(node._target_)
+    except (ValueError, ImportError):
+        return get_method(node._target_)
+
+
+def _choices_of_kind(group: str, attr: str, kind: str) -> str:
+    """The choices in conf/<group>/ whose target's `attr` is `kind`: what an error suggests instead."""
+    names = []
+    for path in sorted((Path(CONF_DIR) / group).glob("*.yaml")):
+        try:
+            target = _target(OmegaConf.load(path))
+        except Exception:  # noqa: BLE001 - a choice that cannot be loaded is simply not suggested
+            continue
+        if getattr(target, attr, None) == kind:
+            names.append(path.stem)
+    return ", ".join(names) or "none available"
+
+
+def check_fit(cfg: DictConfig) -> None:
+    """The model and task must fit the data (images, GLUE, masked LM), and text data must use the
+    model's tokenizer: one clear error each, before anything is built."""
+    data_cls = _target(cfg.dataset)
+    data_kind, wants = getattr(data_cls, "kind", "image"), getattr(data_cls, "model_kind", "image")
+    model_kind = getattr(_target(cfg.model), "kind", None)
+    if model_kind is not None and model_kind != wants:
+        raise ValueError(f"model={cfg.model.get('name')} does not fit dataset={cfg.dataset.get('name')} "
+                         f"({data_kind} data); use a {wants} model ({_choices_of_kind('model', 'kind', wants)})")
+    task_kind = getattr(_target(cfg.get("task")), "kind", "")
+    if task_kind and task_kind != data_kind:
+        raise ValueError(f"task={cfg.task._target_.rsplit('.', 1)[-1]} does not fit dataset={cfg.dataset.get('name')} "
+                         f"({data_kind} data); use task={_choices_of_kind('task', 'kind', data_kind)}")
+    data_tok, model_tok = cfg.dataset.get("tokenizer"), cfg.model.get("tokenizer")
+    if data_tok is not None and model_tok is not None and str(data_tok) != str(model_tok):
+        raise ValueError(f"tokenizer/model mismatch: dataset.tokenizer={data_tok} but model={cfg.model.get('name')} "
+                         f"uses {model_tok}; drop the dataset.tokenizer override or set model.tokenizer")
+
+
+def _materialise(model: torch.nn.Module, example) -> None:
+    """One eval-mode forward so lazy parameters (per-channel PReLU) exist before the optimizer."""
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        forward(model, example)
+    model.train(was_training)
+
+
+def _build_model(cfg: DictConfig, dm, act):
+    """The model for this data: the data module says what its inputs/outputs are (model_kwargs)."""
+    kwargs = dict(dm.model_kwargs())
+    spec = cfg.model.get("checkpoint")
+    if spec:
+        from actlab.run import checkpoints
+
+        want = (cfg.activation.get("name"), cfg.activation.get("margin")) if cfg.activation else (None, None)
+        folder, trained = checkpoints.resolve(str(spec), Path(cfg.paths.runs_dir), cfg.model.get("name"), want)
+        if trained is not None and trained != want:
+            log.warning("model.checkpoint was pre-trained with %s but this run uses %s", trained, want)
+        kwargs["checkpoint"] = str(folder)
+    try:
+        return instantiate_node(cfg.model, act=act, **kwargs)
+    except InstantiationException as e:
+        err = unwrap(e)
+        if isinstance(err, TypeError) and "unexpected keyword" in str(err):
+            raise ValueError(f"model={cfg.model.get('name')} does not fit dataset={cfg.dataset.get('name')} "
+                             f"({getattr(dm, 'kind', 'image')} data): {err}") from None
+        raise
+
+
+def build(cfg: DictConfig):
+    """(data module, model, task) of a composed or recorded config, untrained: what a run fits, and
+    what `actlab int8` loads a run's checkpoint into (OmegaConf.create(record["config"]) rebuilds it)."""
+    check_fit(cfg)
+    dm = instantiate_node(cfg.dataset)
+    act = instantiate_node(cfg.activation)
+    model = _build_model(cfg, dm, act)
+    _materialise(model, dm.example_input())
+    task = instantiate_node(cfg.task, model=model, optimizer=instantiate_node(cfg.optim),
+                            scheduler=instantiate_node(cfg.scheduler), **dm.task_kwargs())
+    return dm, model, task
+
+
+def build_callbacks(cfg: DictConfig) -> dict:
+    """{name: callback} of the `callbacks` group, in config order; empty entries (monitor=none) left out."""
+    out = {}
+    for name, node in (cfg.get("callbacks") or {}).items():
+        cb = instantiate_node(node, recursive=True)
+        if cb is not None:
+            out[name] = cb
+    return out
+
+
+def build_logger(cfg: DictConfig, run_dir: Path, run_id: str, config: dict):
+    """The experiment logger (W&B, CSV) or None for logger=none."""
+    if not cfg.get("logger") or "_target_" not in cfg.logger:
+        return None
+    return instantiate_node(cfg.logger, save_dir=str(run_dir), run_id=run_id, hparams=config,
+                            tags=list(cfg.get("tags") or []))

@@ -1,0 +1,221 @@
+"""Run records: `<run_dir>/record.json` (small, rewritten atomically at every status change) and
+`<run_dir>/history.jsonl` (one JSON line per epoch, rewritten atomically at every epoch end).
+
+record.json says what ran (`kind`, resolved `config`), how it ended (`status` running -> completed |
+failed, and the `error`), what it measured at the end (`metrics`, `dead` with the final per-layer
+dead-neuron rates), how long it took, and with which code (versions, git commit). Both files are
+plain JSON: `json.load` reads a record, `read_history` the per-epoch series. Schema 3; schema 1/2
+records kept the per-epoch lists inside record.json: `upgrade()` converts them (`actlab migrate`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import socket
+import subprocess
+from datetime import datetime, timezone
+from pathlib import Path
+
+from actlab import atomic
+
+SCHEMA = 3
+RECORD = "record.json"
+HISTORY = "history.jsonl"
+# Task class paths of records written before `kind` existed (schema 1/2) -> their kind.
+_LEGACY_KINDS = {"actlab.task.Classifier": "image", "actlab.glue_task.GLUEClassifier": "glue",
+                 "actlab.mlm_task.MaskedLM": "mlm"}
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def clean(value):
+    """JSON-safe copy: tensors and numpy scalars to floats, NaN/inf to None (strict JSON)."""
+    if isinstance(value, dict):
+        return {str(k): clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [clean(v) for v in value]
+    if hasattr(value, "item") and callable(value.item):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def write_atomic(path: Path, data: dict) -> None:
+    """A record (or any JSON document) via temp file + rename, so readers never see half a file."""
+    atomic.write_json(path, clean(data), indent=1)
+
+
+def write_history(run_dir: Path, rows: list[dict]) -> None:
+    """history.jsonl from the per-epoch rows, rewritten whole (atomically): after a resume it holds
+    exactly the epochs the checkpoint knows, never a torn line."""
+    atomic.write_text(Path(run_dir) / HISTORY, "".join(json.dumps(clean(r)) + "\n" for r in rows))
+
+
+def read(run_dir: Path) -> dict | None:
+    """The record in `run_dir`, or None if there is none or it cannot be parsed."""
+    try:
+        return json.loads((Path(run_dir) / RECORD).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def read_history(run_dir: Path) -> list[dict]:
+    """The per-epoch rows of a run ({"epoch", "step", "train/loss", ..., "dead": {...}}); [] when none.
+    A line that does not parse (a file copied mid-write by hand) ends the list there."""
+    rows = []
+    try:
+        text = (Path(run_dir) / HISTORY).read_text()
+    except (OSError, ValueError):
+        return rows
+    for line in text.splitlines():
+        try:
+            rows.append(json.loads(line))
+        except ValueError:
+            break
+    return rows
+
+
+def kind_of(rec: dict) -> str:
+    """The record's kind (image | glue | mlm); old records derive it from their task's class path."""
+    if rec.get("kind"):
+        return rec["kind"]
+    task = ((rec.get("config") or {}).get("task") or {}).get("_target_")
+    return _LEGACY_KINDS.get(task, "image")
+
+
+def merge_history(rows: list[dict], dead_rows: list[dict]) -> list[dict]:
+    """Per-epoch training rows and per-epoch dead-rate rows joined on "epoch" (dead rates under "dead")."""
+    out = {r.get("epoch"): dict(r) for r in rows}
+    for d in dead_rows:
+        e = d.get("epoch")
+        out.setdefault(e, {"epoch": e})["dead"] = {k: v for k, v in d.items() if k != "epoch"}
+    return [out[e] for e in sorted(out, key=lambda e: (e is None, e if e is not None else 0))]
+
+
+def split_history(rows: list[dict]) -> tuple[list[dict], list[dict]]:
+    """The inverse of merge_history: (training rows, dead-rate rows with "epoch")."""
+    train = [{k: v for k, v in r.items() if k != "dead"} for r in rows]
+    dead = [{"epoch": r.get("epoch"), **r["dead"]} for r in rows if isinstance(r.get("dead"), dict)]
+    return train, dead
+
+
+def upgrade(rec: dict) -> tuple[dict, list[dict] | None]:
+    """(schema-3 record, history rows or None) from a schema 1/2 record; a schema-3 record is returned as is."""
+    if rec.get("schema") == SCHEMA:
+        return rec, None
+    rec = dict(rec)
+    dead = dict(rec.get("dead") or {})
+    rows = merge_history(rec.pop("history", None) or [], dead.pop("history", None) or [])
+    rec["dead"] = dead
+    rec["kind"] = kind_of(rec)
+    rec["schema"] = SCHEMA
+    if rows:
+        rec.setdefault("files", {})["history"] = HISTORY
+    return {k: rec[k] for k in _ORDER if k in rec} | rec, rows
+
+
+def find(root: Path, max_depth: int = 3) -> list[Path]:
+    """record.json files at most `max_depth` directories below root (Hydra multirun nests runs).
+
+    A directory holding a record.json is a run directory: its checkpoints and wandb files are not
+    searched, which keeps 10,000 runs fast.
+    """
+    root = Path(root)
+    found: list[str] = []
+
+    def walk(d: str, depth: int) -> None:
+        try:
+            entries = list(os.scandir(d))
+        except OSError:
+            return
+        for e in entries:
+            if e.is_dir(follow_symlinks=False):
+                rec = os.path.join(e.path, RECORD)
+                if os.path.exists(rec):
+                    found.append(rec)
+                elif depth > 1 and e.name != "wandb":
+                    walk(e.path, depth - 1)
+
+    if (root / RECORD).is_file():
+        return [root / RECORD]
+    walk(str(root), max_depth)
+    return [Path(p) for p in sorted(found)]  # sorting str, not Path: 10x faster for 10k paths
+
+
+def git_info() -> dict:
+    """Commit and dirtiness of the checkout actlab runs from (None outside a git checkout)."""
+    root = Path(__file__).resolve().parents[3]
+
+    def git(*args: str) -> str | None:
+        try:
+            out = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return out.stdout.strip() if out.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    status = git("status", "--porcelain", "--untracked-files=no") if commit else None
+    return {"commit": commit, "dirty": None if status is None else bool(status)}
+
+
+def versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for pkg in ("actlab", "torch", "torchvision", "lightning", "hydra-core", "torchmetrics", "transformers", "wandb"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
+_ORDER = ("schema", "run_id", "kind", "main_metric", "status", "error", "config", "metrics", "dead", "timings", "versions",
+          "git", "host", "files")
+
+
+class RunRecord:
+    """The record of one run, rewritten atomically whenever it changes; its history beside it."""
+
+    def __init__(self, run_dir: Path, run_id: str, config: dict, kind: str, main_metric: str | None = None):
+        self.run_dir = Path(run_dir)
+        self.path = self.run_dir / RECORD
+        self.data: dict = {
+            "schema": SCHEMA,
+            "run_id": run_id,
+            "kind": kind,
+            "main_metric": main_metric,  # what the CLI prints and a sweeper optimises (the task's)
+            "status": "running",
+            "error": None,
+            "config": config,
+            "metrics": {},
+            "dead": {},
+            "timings": {"started_at": now()},
+            "versions": versions(),
+            "git": git_info(),
+            "host": {"hostname": socket.gethostname(), "cpu_count": os.cpu_count()},
+            "files": {},
+        }
+
+    def save(self) -> None:
+        write_atomic(self.path, self.data)
+
+    def update(self, **fields) -> None:
+        self.data.update(fields)
+        self.save()
+
+    def write_history(self, rows: list[dict]) -> None:
+        write_history(self.run_dir, rows)
+        if self.data["files"].get("history") != HISTORY:
+            self.data["files"]["history"] = HISTORY
+            self.save()
+
+    def finish(self, status: str, error: str | None = None, **fields) -> None:
+        self.data["timings"]["ended_at"] = now()
+        self.update(status=status, error=error, **fields)

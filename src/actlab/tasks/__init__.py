@@ -1,0 +1,1 @@
+"""LightningModules, one per kind of training: classify (images), glue (sequence classification), mlm."""
