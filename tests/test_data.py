@@ -18,7 +18,8 @@ from hydra.utils import instantiate
 from torch.utils.data import SequentialSampler
 from torchvision.datasets import CIFAR10, FashionMNIST
 
-from actlab.data import base, vision
+from actlab import atomic
+from actlab.data import vision
 from actlab.data.base import EpochShuffle
 from actlab.data.vision import CIFAR10Data, CIFAR100Data, FashionMNISTData, ImagenetteData
 
@@ -108,7 +109,7 @@ def test_gz_extracted_once_atomically(tmp_path, monkeypatch):
         written.append(final.name)
         return real_copy(fin, fout, *args)
 
-    monkeypatch.setattr(base.shutil, "copyfileobj", copy_and_check)
+    monkeypatch.setattr(atomic.shutil, "copyfileobj", copy_and_check)
     first = dm._locate(False)
     assert sorted(written) == sorted(vision.FASHION_MNIST_FILES)
     mtimes = {p.name: p.stat().st_mtime_ns for p in first.iterdir()}

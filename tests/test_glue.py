@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from actlab.data.glue import TASKS, GLUEData
-from actlab.tasks.glue import glue_metrics, glue_score
 from actlab.run.runner import run
+from actlab.tasks.glue import glue_metrics, glue_score
 
 from compose import make_cfg
 from text_formats import COLUMNS, data_files_override, glue_rows, write_glue, write_rows

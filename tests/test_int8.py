@@ -16,12 +16,12 @@ import torch
 from torch import nn
 from torch.ao.nn.quantized.dynamic import Linear as QLinear
 
+from actlab.bench.hf_models import quantize_int8
 from actlab.cli import main as cli
 from actlab.report import int8 as int8_eval
-from actlab.run import records
-from actlab.bench.hf_models import quantize_int8
 from actlab.report import summarize as summ
 from actlab.report.frame import load_frame
+from actlab.run import records
 from actlab.run.runner import run
 
 from compose import make_cfg
@@ -127,10 +127,9 @@ def _glue_record(runs: Path, task: str, activation: str, margin, seed: int, delt
     """A completed GLUE record carrying a hand-written int8 entry (only the fields summarize reads)."""
     rid = f"glue_{task}-bert_tiny-{activation}-s{seed}"
     fp32 = {k: 0.8 for k in delta} | {"test/score": 0.8}
-    rec = {"run_id": rid, "status": "completed", "metrics": dict(fp32),
+    rec = {"schema": 3, "run_id": rid, "kind": "glue", "status": "completed", "metrics": dict(fp32),
            "config": {"seed": seed, "dataset": {"name": f"glue/{task}"}, "model": {"name": "bert_tiny"},
-                      "activation": {"name": activation, "margin": margin},
-                      "task": {"_target_": int8_eval.GLUE_TARGET}},
+                      "activation": {"name": activation, "margin": margin}},
            "int8": {"fp32": fp32, "int8": {k: fp32[k] + d for k, d in delta.items()}, "delta": delta}}
     records.write_atomic(runs / rid / "record.json", rec)
 

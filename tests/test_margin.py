@@ -7,8 +7,10 @@ import math
 import pytest
 import torch
 
+from actlab.callbacks.margin import MarginScheduler
+from actlab.margin import Constant, Cosine, Linear, Step, WarmupDecay
+from actlab.run import records
 from actlab.run.lr_schedules import cosine, onecycle, step
-from actlab.margin import Constant, Cosine, Linear, MarginScheduler, Step, WarmupDecay
 from actlab.run.runner import run
 
 from compose import fashion, make_cfg
@@ -39,7 +41,8 @@ def test_bad_schedule_knobs_are_rejected():
 def test_linear_schedule_moves_every_helu_during_training(tmp_path, fashion_dir):
     rec = run(make_cfg(tmp_path, *fashion(fashion_dir), "activation=helu", "activation.margin=0.2",
                        "margin=linear", "margin.end=0.0", "trainer.max_epochs=3"))
-    margins = [h["margin"] for h in rec["history"]]  # epoch means of the per-step margin
+    history = records.read_history(tmp_path / "runs" / rec["run_id"])
+    margins = [h["margin"] for h in history]  # epoch means of the per-step margin
     assert margins == sorted(margins, reverse=True) and margins[0] < 0.2 and margins[-1] > 0.0
     # 6 steps per epoch, 18 in all: the epoch-0 mean of 0.2 * (1 - s/18) for s = 0..5 is 0.2 * (1 - 2.5/18).
     assert math.isclose(margins[0], 0.2 * (1 - 2.5 / 18), rel_tol=1e-5)
@@ -49,7 +52,7 @@ def test_schedule_on_relu_is_a_noop_and_says_so(tmp_path, fashion_dir, caplog):
     caplog.set_level("INFO", logger="actlab")
     rec = run(make_cfg(tmp_path, *fashion(fashion_dir), "activation=relu", "margin=cosine", "trainer.max_epochs=1"))
     assert rec["status"] == "completed"
-    assert "margin" not in rec["history"][0]
+    assert "margin" not in records.read_history(tmp_path / "runs" / rec["run_id"])[0]
     assert sum("no HeLU in the model" in r.message for r in caplog.records) == 1
 
 

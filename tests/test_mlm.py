@@ -8,9 +8,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from actlab import activations, checkpoints
+from actlab import activations
 from actlab.data.corpus import MLMData
 from actlab.models.bert import build
+from actlab.run import checkpoints
 from actlab.run.runner import run
 
 from compose import make_cfg

@@ -134,8 +134,8 @@ def test_fast_record_decoding_matches_json(runs, tmp_path):
 def test_schema2_records_are_cut_where_the_lists_begin_and_other_layouts_are_not(runs, tmp_path):
     """Schema 2 promises history, then dead (its history last) at the end: loads_summary stops reading
     there. A record that breaks the promise (a member after dead) must still lose nothing."""
-    from actlab.run import records
     from actlab.report.frame import _cut_schema2
+    from actlab.run import records
 
     rec = json.loads(next(runs.glob("cifar10-mlp-relu-*/record.json")).read_text())
     rec["schema"] = 2
@@ -166,9 +166,8 @@ def test_mean_std_n_and_ci(runs):
     assert relu["test/acc:mean"] * 100 == pytest.approx(92.00)
     assert relu["test/acc:std"] * 100 == pytest.approx(2.00)
     assert 0.90 <= relu["test/acc:ci_low"] < 0.92 < relu["test/acc:ci_high"] <= 0.94
-    header, rows, _ = summ.display_rows(s)
-    shown = dict(zip(header, rows[[i for i, r in enumerate(s.stats.itertuples())
-                                   if r.dataset == "cifar10" and r.activation == "relu"][0]]))
+    table, _ = summ.display_table(s)
+    shown = table[(s.stats["dataset"] == "cifar10") & (s.stats["activation"] == "relu")].iloc[0]
     assert shown["test/acc (%)"] == "92.00 ± 2.00" and shown["n"] == "3"
 
 
@@ -210,9 +209,10 @@ def test_best_is_marked_per_dataset(runs):
     s = summ.summarize(load_frame(runs))
     best = s.stats[s.stats["test/acc:best"]]
     assert sorted(zip(best["dataset"], best["activation"])) == [("cifar10", "gelu"), ("fashion_mnist", "helu")]
-    header, rows, bold = summ.display_rows(s)
-    col = header.index("test/acc (%)")
-    assert sorted(r[col] for r, b in zip(rows, bold) if b[col]) == ["86.00", "94.00 ± 1.41"]
+    table, bold = summ.display_table(s)
+    col = list(table.columns).index("test/acc (%)")
+    assert sorted(table.iloc[:, col][bold[:, col]]) == ["86.00", "94.00 ± 1.41"]
+    assert not bold[:, col + 1:].any()  # only metric cells are ever bold
 
 
 def test_tables_written_and_parseable(runs, tmp_path):

@@ -18,6 +18,10 @@ def _record(results, rid):
     return json.loads((results / "runs" / rid / "record.json").read_text())
 
 
+def _history(results, rid):
+    return records.read_history(results / "runs" / rid)
+
+
 def test_run_writes_a_complete_record(tmp_path, fashion_dir):
     rec = run(make_cfg(tmp_path, *fashion(fashion_dir), "activation=helu", "activation.margin=0.05"))
     on_disk = _record(tmp_path, rec["run_id"])
@@ -26,9 +30,12 @@ def test_run_writes_a_complete_record(tmp_path, fashion_dir):
     assert on_disk["run_id"].startswith("fashion_mnist-mlp-helu-m0.05-s0-")
     assert {"test/acc", "test/loss", "val/acc", "train/loss"} <= set(on_disk["metrics"])
     assert 0.0 <= on_disk["metrics"]["test/acc"] <= 1.0
-    assert [h["epoch"] for h in on_disk["history"]] == [0, 1]
-    assert all({"train/loss", "val/acc", "margin", "lr"} <= set(h) for h in on_disk["history"])
-    assert all(math.isclose(h["margin"], 0.05, rel_tol=1e-6) for h in on_disk["history"])
+    assert on_disk["kind"] == "image" and on_disk["main_metric"] == "test/acc"
+    assert "history" not in on_disk and on_disk["files"]["history"] == "history.jsonl"
+    history = _history(tmp_path, rec["run_id"])
+    assert [h["epoch"] for h in history] == [0, 1]
+    assert all({"train/loss", "val/acc", "margin", "lr"} <= set(h) for h in history)
+    assert all(math.isclose(h["margin"], 0.05, rel_tol=1e-6) for h in history)
     assert on_disk["config"]["activation"] == {"_target_": "actlab.activations.factory", "name": "helu",
                                               "margin": 0.05, "save": "bits"}
     assert on_disk["timings"]["epochs_run"] == 2 and on_disk["timings"]["s_per_epoch"] > 0
@@ -41,7 +48,7 @@ def test_same_config_gives_identical_metrics(tmp_path, fashion_dir):
     b = run(make_cfg(tmp_path / "b", *fashion(fashion_dir)))
     assert a["run_id"] == b["run_id"]
     assert a["metrics"] == b["metrics"]
-    assert a["history"] == b["history"]
+    assert _history(tmp_path / "a", a["run_id"]) == _history(tmp_path / "b", b["run_id"])
     c = run(make_cfg(tmp_path / "c", *fashion(fashion_dir), "seed=1"))
     assert c["metrics"]["train/loss"] != a["metrics"]["train/loss"]
 
@@ -75,12 +82,12 @@ def test_interrupted_run_resumes_to_the_uninterrupted_result(tmp_path, fashion_d
         run(make_cfg(tmp_path / "broken", *over), callbacks=[_CrashAtEpoch(2)])
     crashed = _record(tmp_path / "broken", clean["run_id"])
     assert crashed["status"] == "failed" and "simulated crash" in crashed["error"]
-    assert len(crashed["history"]) == 2
+    assert len(_history(tmp_path / "broken", clean["run_id"])) == 2
 
     resumed = run(make_cfg(tmp_path / "broken", *over))
     assert resumed["timings"]["resumed_from"].endswith("last.ckpt")
     assert resumed["timings"]["epochs_run"] == 1
-    assert resumed["history"] == clean["history"]
+    assert _history(tmp_path / "broken", clean["run_id"]) == _history(tmp_path / "clean", clean["run_id"])
     assert resumed["metrics"] == clean["metrics"]
 
 

@@ -23,8 +23,9 @@ def write_with(path: str | os.PathLike, fill: Callable[[IO[bytes]], None], mode:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        os.fchmod(fd, mode)  # mkstemp makes 0600; results are meant to be shared
-        with os.fdopen(fd, "wb") as f:
+        os.close(fd)
+        os.chmod(tmp, mode)  # mkstemp makes 0600; results are meant to be shared
+        with open(tmp, "wb") as f:
             fill(f)
             f.flush()
             os.fsync(f.fileno())

@@ -25,15 +25,13 @@ from torch import nn
 
 from actlab.run import records
 
-GLUE_TARGET = "actlab.tasks.glue.GLUEClassifier"
 QUANTIZER = ("torch.ao.quantization.quantize_dynamic: every nn.Linear to qint8 weights, activations "
              "quantized per batch (no calibration), CPU")
 
 
 def is_glue_run(rec: dict) -> bool:
     """A completed GLUE fine-tune (the only runs Table 3 is about)."""
-    task = (rec.get("config") or {}).get("task") or {}
-    return rec.get("status") == "completed" and isinstance(task, dict) and task.get("_target_") == GLUE_TARGET
+    return rec.get("status") == "completed" and records.kind_of(rec) == "glue"
 
 
 def count_modules(model: nn.Module, kind: type) -> int:

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from actlab.report.frame import is_nan
-from actlab.report.summarize import fmt_key, fmt_num, render_latex, render_markdown
+from actlab.report.tables import fmt_key, fmt_mean_std, fmt_num, mean_std, to_latex, to_markdown
 
 FILES = {
     "table1": "table1_vision.csv",
@@ -71,8 +71,8 @@ def margin_match(a, b) -> bool:
 
 
 def _ours_stats(values: pd.Series) -> tuple[float, float, int]:
-    x = values.dropna().astype(float) * 100
-    return (x.mean(), x.std(ddof=1), len(x)) if len(x) else (np.nan, np.nan, 0)
+    """Mean, std and n of our fractions, in percent (points)."""
+    return mean_std(values.astype(float) * 100)
 
 
 def _select(done: pd.DataFrame, activation, margin) -> pd.DataFrame:
@@ -179,26 +179,22 @@ def _paper_vs_ours(df: pd.DataFrame, name: str, columns: dict, prefixes: tuple) 
     return out
 
 
-def _ours_cell(mean, std, sign: bool = False) -> str:
-    return fmt_num(mean, sign=sign) if is_nan(std) else f"{fmt_num(mean, sign=sign)} ± {fmt_num(std)}"
-
-
-def vision_display(t: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
+def vision_display(t: pd.DataFrame) -> pd.DataFrame:
+    """Table 1's cells: paper mean ± its reported spread, ours mean ± std, n and the difference."""
     header = ["Dataset", "Activation", "α", "Paper (%)", "Ours (%)", "n", "Δ (pp)"]
-    rows = [[r["dataset"], r["activation"], fmt_key("margin", r["margin"]),
-             "—" if is_nan(r["paper_mean"]) else f"{r['paper_mean']:.2f} ± {r['paper_pm']:.2f}",
-             _ours_cell(r["ours_mean"], r["ours_std"]), str(int(r["n"])), fmt_num(r["delta"], sign=True)]
+    rows = [[r["dataset"], r["activation"], fmt_key(r["margin"]), fmt_mean_std(r["paper_mean"], r["paper_pm"]),
+             fmt_mean_std(r["ours_mean"], r["ours_std"]), str(int(r["n"])), fmt_num(r["delta"], sign=True)]
             for _, r in t.iterrows()]
-    return header, rows
+    return pd.DataFrame(rows, columns=header)
 
 
-def glue_display(t: pd.DataFrame, sign: bool = False) -> tuple[list[str], list[list[str]]]:
-    """Header and cells of a long-form GLUE table; sign=True writes +/- on values (Table 3's deltas)."""
+def glue_display(t: pd.DataFrame, sign: bool = False) -> pd.DataFrame:
+    """A long-form GLUE table's cells; sign=True writes +/- on values (Table 3's deltas)."""
     header = ["Activation", "α", "Task", "Paper", "Ours", "n", "Δ", "Note"]
-    rows = [[r["activation"], fmt_key("margin", r["margin"]), r["task"], fmt_num(r["paper"], sign=sign),
-             _ours_cell(r["ours_mean"], r["ours_std"], sign), "" if is_nan(r["n"]) else str(int(r["n"])),
+    rows = [[r["activation"], fmt_key(r["margin"]), r["task"], fmt_num(r["paper"], sign=sign),
+             fmt_mean_std(r["ours_mean"], r["ours_std"], sign=sign), "" if is_nan(r["n"]) else str(int(r["n"])),
              fmt_num(r["delta"], sign=True), r["note"]] for _, r in t.iterrows()]
-    return header, rows
+    return pd.DataFrame(rows, columns=header)
 
 
 def write_paper_tables(df: pd.DataFrame, out: str | Path, force: bool = False, console=None) -> list[Path]:
@@ -209,27 +205,28 @@ def write_paper_tables(df: pd.DataFrame, out: str | Path, force: bool = False, c
     paths: list[Path] = []
     t1 = vision_table(df)
     if force or t1["n"].sum() > 0:
-        paths += _write(out, "paper_table1", t1, *vision_display(t1),
+        paths += _write(out, "paper_table1", t1, vision_display(t1),
                         "Table 1 (vision, test accuracy %): paper (mean ± its reported spread) vs ours (mean ± std over seeds)")
     t2 = glue_table(df)
     if force or t2["n"].fillna(0).sum() > 0:
         flagged = t2.loc[t2["note"] != "", ["activation", "margin", "note"]]
         caption = "Table 2 (GLUE dev scores): paper vs ours; paper Avg recomputed from its row"
-        paths += _write(out, "paper_table2", t2, *glue_display(t2), caption)
+        paths += _write(out, "paper_table2", t2, glue_display(t2), caption)
         if console is not None:
             for _, r in flagged.iterrows():
-                console.print(f"[yellow]paper Table 2 {r['activation']} α={fmt_key('margin', r['margin'])}: "
+                console.print(f"[yellow]paper Table 2 {r['activation']} α={fmt_key(r['margin'])}: "
                               f"{r['note']} (using the row mean)[/yellow]")
     if force and has_int8(df):
         t3 = int8_table(df)
         caption = "Table 3 (INT8 minus full precision, GLUE dev points): paper vs ours (mean ± std over runs)"
-        paths += _write(out, "paper_table3", t3, *glue_display(t3, sign=True), caption)
+        paths += _write(out, "paper_table3", t3, glue_display(t3, sign=True), caption)
     return paths
 
 
-def _write(out: Path, stem: str, table: pd.DataFrame, header, rows, caption: str) -> list[Path]:
+def _write(out: Path, stem: str, table: pd.DataFrame, cells: pd.DataFrame, caption: str) -> list[Path]:
+    """`table` (raw units) as csv, its display `cells` as Markdown and LaTeX."""
     out.mkdir(parents=True, exist_ok=True)
     table.to_csv(out / f"{stem}.csv", index=False)
-    (out / f"{stem}.md").write_text(f"## {caption}\n\n" + render_markdown(header, rows))
-    (out / f"{stem}.tex").write_text(render_latex(header, rows, caption=caption))
+    (out / f"{stem}.md").write_text(f"## {caption}\n\n" + to_markdown(cells))
+    (out / f"{stem}.tex").write_text(to_latex(cells, caption=caption))
     return [out / f"{stem}.md", out / f"{stem}.tex", out / f"{stem}.csv"]

@@ -5,6 +5,8 @@ activation in the same context (paired t-test when the seed sets match, else Wel
 are still running or are corrupt are counted per group and listed, never dropped silently.
 Writes <out>/<name>.md, .tex (booktabs), .csv (raw units), plus <name>_dead.* and <name>_excluded.csv,
 and <name>_int8.* (INT8 minus fp32 per GLUE task, the paper's Table 3) once `actlab int8` has run.
+Cells, "mean ± std" (ddof=1) and the Markdown/LaTeX output come from actlab.report.tables; the GLUE
+column map and the paper-vs-ours tables from actlab.report.paper, which does not import this module.
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from actlab.report import paper
 from actlab.report.frame import DEAD_KEYS, is_nan, load_frame
+from actlab.report.tables import DASH, fmt_key, fmt_mean_std, fmt_num, fmt_p, mean_std, to_latex, to_markdown
 
 DEFAULT_BY = ("dataset", "activation", "margin")
 PRETTY = {"dataset": "Dataset", "model": "Model", "activation": "Activation", "margin": "α",
@@ -135,7 +139,7 @@ def summarize(df: pd.DataFrame, by=DEFAULT_BY, metrics=("test/acc",), baseline: 
             base = base_runs.get(tuple(row[k] for k in context))
         for m in metrics:
             x = mine[m].dropna().astype(float)
-            row |= {f"{m}:mean": x.mean(), f"{m}:std": x.std(ddof=1), f"{m}:n": len(x)}
+            row[f"{m}:mean"], row[f"{m}:std"], row[f"{m}:n"] = mean_std(x)
             if ci:
                 row[f"{m}:ci_low"], row[f"{m}:ci_high"] = bootstrap_ci(x.to_numpy())
             if baseline and "activation" in by:
@@ -162,23 +166,9 @@ def _mark_best(out, context, metrics) -> None:
         out[f"{m}:best"] = shown.notna() & (shown == best)
 
 
-# --- rendering ----------------------------------------------------------------------------------------
-def fmt_key(k: str, v) -> str:
-    if is_nan(v):
-        return "—"
-    return f"{v:g}" if isinstance(v, float) else str(v)
-
-
-def fmt_num(x: float, digits: int = 2, sign: bool = False) -> str:
-    return "—" if is_nan(x) else f"{x:+.{digits}f}" if sign else f"{x:.{digits}f}"
-
-
-def fmt_p(p: float) -> str:
-    return "<0.001" if p < 0.001 else f"{p:.3f}"
-
-
-def display_rows(s: Summary) -> tuple[list[str], list[list[str]], list[list[bool]]]:
-    """Header, formatted cells and the bold mask of the main table (metrics in display units)."""
+# --- display tables (cells formatted by actlab.report.tables) -------------------------------------------
+def display_table(s: Summary) -> tuple[pd.DataFrame, np.ndarray]:
+    """The main table's cells (metrics in display units) and its bold mask (the best mean per context)."""
     base = s.baseline and "activation" in s.by
     header = [PRETTY.get(k, k) for k in s.by] + ["n"]
     for m in s.metrics:
@@ -187,80 +177,38 @@ def display_rows(s: Summary) -> tuple[list[str], list[list[str]], list[list[bool
     header += ["failed", "running", "corrupt"]
     rows, bold = [], []
     for _, r in s.stats.iterrows():
-        cells = [fmt_key(k, r[k]) for k in s.by] + [str(r["n"])]
+        cells = [fmt_key(r[k]) for k in s.by] + [str(r["n"])]
         mask = [False] * len(cells)
         for m in s.metrics:
             c = scale_of(m)
-            mean = fmt_num(r[f"{m}:mean"] * c)
-            cell = mean if is_nan(r[f"{m}:std"]) or mean == "—" else f"{mean} ± {fmt_num(r[f'{m}:std'] * c)}"
             lo, hi = r.get(f"{m}:ci_low", np.nan), r.get(f"{m}:ci_high", np.nan)
-            cells += [cell, "—" if is_nan(lo) else f"[{fmt_num(lo * c)}, {fmt_num(hi * c)}]"]
+            cells += [fmt_mean_std(r[f"{m}:mean"] * c, r[f"{m}:std"] * c),
+                      DASH if is_nan(lo) else f"[{fmt_num(lo * c)}, {fmt_num(hi * c)}]"]
             mask += [bool(r[f"{m}:best"]), False]
             if base:
                 p = r[f"{m}:p"]
                 cells += [fmt_num(r[f"{m}:diff"] * c, sign=True),
-                          "—" if is_nan(p) else f"{fmt_p(p)} ({r[f'{m}:test']})"]
+                          DASH if is_nan(p) else f"{fmt_p(p)} ({r[f'{m}:test']})"]
                 mask += [False, False]
         cells += [str(r["n_failed"]), str(r["n_running"]), str(r["n_corrupt"])]
         rows.append(cells)
         bold.append(mask + [False] * 3)
-    return header, rows, bold
+    return pd.DataFrame(rows, columns=header), np.array(bold, dtype=bool).reshape(len(rows), len(header))
 
 
-def render_markdown(header, rows, bold=None) -> str:
-    """A GitHub-flavoured Markdown table; bold cells wrapped in ** **."""
-    bold = bold or [[False] * len(header) for _ in rows]
-    right = [all(re.match(r"^[-+\d.\[—]", c) for c in col) for col in zip(*rows)] or [False] * len(header)
-    lines = ["| " + " | ".join(header) + " |",
-             "|" + "|".join("---:" if r else ":---" for r in right) + "|"]
-    for cells, mask in zip(rows, bold):
-        lines.append("| " + " | ".join(f"**{c}**" if b else c for c, b in zip(cells, mask)) + " |")
-    return "\n".join(lines) + "\n"
-
-
-_TEX_ESCAPE = {"&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",
-               "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "\\": r"\textbackslash{}"}
-
-
-def tex_escape(text: str) -> str:
-    text = "".join(_TEX_ESCAPE.get(ch, ch) for ch in text)
-    return (text.replace("±", r"$\pm$").replace("α", r"$\alpha$").replace("Δ", r"$\Delta$")
-            .replace("—", "--"))
-
-
-def render_latex(header, rows, bold=None, caption: str | None = None) -> str:
-    """A booktabs tabular (\\toprule/\\midrule/\\bottomrule) ready to \\input into a paper's table."""
-    bold = bold or [[False] * len(header) for _ in rows]
-    right = [all(re.match(r"^[-+\d.\[—]", c) for c in col) for col in zip(*rows)] or [False] * len(header)
-    lines = [f"% {caption}" if caption else "% generated by actlab",
-             r"\begin{tabular}{" + "".join("r" if r else "l" for r in right) + "}", r"\toprule",
-             " & ".join(tex_escape(h) for h in header) + r" \\", r"\midrule"]
-    for cells, mask in zip(rows, bold):
-        lines.append(" & ".join(rf"\textbf{{{tex_escape(c)}}}" if b else tex_escape(c)
-                                for c, b in zip(cells, mask)) + r" \\")
-    lines += [r"\bottomrule", r"\end{tabular}"]
-    return "\n".join(lines) + "\n"
-
-
-def dead_rows(s: Summary) -> tuple[list[str], list[list[str]]]:
-    """Header and cells of the dead-rate table (mean ± std in %)."""
+def dead_table(s: Summary) -> pd.DataFrame:
+    """The dead-rate table's cells (mean ± std in %)."""
     header = [PRETTY.get(k, k) for k in s.by] + ["n"] + [f"{m} (%)" for m in s.metrics]
-    rows = []
-    for _, r in s.stats.iterrows():
-        cells = [fmt_key(k, r[k]) for k in s.by] + [str(r["n"])]
-        for m in s.metrics:
-            mean, std = r[f"{m}:mean"] * 100, r[f"{m}:std"] * 100
-            cells.append(fmt_num(mean) if is_nan(std) else f"{fmt_num(mean)} ± {fmt_num(std)}")
-        rows.append(cells)
-    return header, rows
+    rows = [[fmt_key(r[k]) for k in s.by] + [str(r["n"])]
+            + [fmt_mean_std(r[f"{m}:mean"] * 100, r[f"{m}:std"] * 100) for m in s.metrics]
+            for _, r in s.stats.iterrows()]
+    return pd.DataFrame(rows, columns=header)
 
 
 def int8_view(df: pd.DataFrame, by=("activation", "margin")) -> pd.DataFrame:
     """Table 3 as ours: per group of `by` (rows) and GLUE task (columns as the paper's, plus CoLA), the
     mean, std and n over completed runs of INT8 minus fp32 in points (actlab int8's deltas x 100);
     `avg:mean` is the mean of the paper's nine columns when all are present. Empty without int8 data."""
-    from actlab.report import paper  # paper imports this module's renderers: import it here, not above
-
     if not paper.has_int8(df):
         return pd.DataFrame()
     done = paper.glue_runs(df)
@@ -270,8 +218,8 @@ def int8_view(df: pd.DataFrame, by=("activation", "margin")) -> pd.DataFrame:
     for key, g in done.groupby(list(by), dropna=False, sort=True):
         row = dict(zip(by, _norm(key, len(by)))) | {"n": len(g)}
         for col, (task, metric) in columns.items():
-            x = paper.glue_value(g, task, metric, (paper.INT8_PREFIX,)).dropna().astype(float) * 100
-            row |= {f"{col}:mean": x.mean(), f"{col}:std": x.std(ddof=1), f"{col}:n": len(x)}
+            x = paper.glue_value(g, task, metric, (paper.INT8_PREFIX,)).astype(float) * 100
+            row[f"{col}:mean"], row[f"{col}:std"], row[f"{col}:n"] = mean_std(x)
         means = [row[f"{c}:mean"] for c in paper.INT8_COLUMNS]
         row["avg:mean"] = np.mean(means) if not np.isnan(means).any() else np.nan
         rows.append(row)
@@ -280,18 +228,14 @@ def int8_view(df: pd.DataFrame, by=("activation", "margin")) -> pd.DataFrame:
     return out.drop(columns=[f"{c}:{s}" for c in empty for s in ("mean", "std", "n")])
 
 
-def int8_rows(t: pd.DataFrame, by) -> tuple[list[str], list[list[str]]]:
-    """Header and cells of int8_view's table (signed points, ± std when a cell has several runs)."""
+def int8_display(t: pd.DataFrame, by) -> pd.DataFrame:
+    """int8_view's cells: signed points, ± std when a cell has several runs."""
     cols = [c.removesuffix(":mean") for c in t.columns if c.endswith(":mean")]
     header = [PRETTY.get(k, k) for k in by] + ["n"] + cols
-    rows = []
-    for _, r in t.iterrows():
-        cells = [fmt_key(k, r[k]) for k in by] + [str(r["n"])]
-        for c in cols:
-            mean, std = r[f"{c}:mean"], r.get(f"{c}:std", np.nan)
-            cells.append(fmt_num(mean, sign=True) if is_nan(std) else f"{fmt_num(mean, sign=True)} ± {fmt_num(std)}")
-        rows.append(cells)
-    return header, rows
+    rows = [[fmt_key(r[k]) for k in by] + [str(r["n"])]
+            + [fmt_mean_std(r[f"{c}:mean"], r.get(f"{c}:std", np.nan), sign=True) for c in cols]
+            for _, r in t.iterrows()]
+    return pd.DataFrame(rows, columns=header)
 
 
 def excluded_markdown(excluded: pd.DataFrame, limit: int = 50) -> str:
@@ -315,27 +259,27 @@ def write_summary(df: pd.DataFrame, out: str | Path, name: str, by=DEFAULT_BY, m
     s = summarize(df, by, metrics, baseline)
     if not s.metrics:
         raise KeyError(f"none of the metrics {list(metrics)} is in the runs")
-    header, rows, bold = display_rows(s)
+    table, bold = display_table(s)
     md = f"## {name}: {', '.join(s.metrics)} by {', '.join(s.by)} (mean ± std over seeds)\n\n"
-    md += render_markdown(header, rows, bold)
-    tex = render_latex(header, rows, bold, caption=f"actlab summarize: {name}")
+    md += to_markdown(table, bold)
+    tex = to_latex(table, bold, caption=f"actlab summarize: {name}")
     s.stats.to_csv(out / f"{name}.csv", index=False)
     paths = [out / f"{name}.md", out / f"{name}.tex", out / f"{name}.csv"]
     dead_metrics = [k for k in ("dead_fwd", "dead_grad") if k in df.columns and df[k].notna().any()]
     if dead_metrics:
         d = summarize(df, by, dead_metrics, baseline, ci=False)  # baseline: same row order, Δ in the csv
-        dh, dr = dead_rows(d)
-        md += "\n### Dead-neuron rates (%, final epoch)\n\n" + render_markdown(dh, dr)
-        (out / f"{name}_dead.tex").write_text(render_latex(dh, dr, caption=f"actlab summarize: {name} dead"))
+        dead = dead_table(d)
+        md += "\n### Dead-neuron rates (%, final epoch)\n\n" + to_markdown(dead)
+        (out / f"{name}_dead.tex").write_text(to_latex(dead, caption=f"actlab summarize: {name} dead"))
         d.stats.to_csv(out / f"{name}_dead.csv", index=False)
         paths += [out / f"{name}_dead.tex", out / f"{name}_dead.csv"]
     int8_by = [k for k in s.by if k != "dataset"] or ["activation", "margin"]  # tasks are its columns
     int8 = int8_view(df, int8_by)
     if not int8.empty:
-        ih, ir = int8_rows(int8, int8_by)
+        cells = int8_display(int8, int8_by)
         md += ("\n### INT8 minus full precision (GLUE dev, points; mean ± std over runs; paper Table 3)\n\n"
-               + render_markdown(ih, ir))
-        (out / f"{name}_int8.tex").write_text(render_latex(ih, ir, caption=f"actlab summarize: {name} INT8 - fp32"))
+               + to_markdown(cells))
+        (out / f"{name}_int8.tex").write_text(to_latex(cells, caption=f"actlab summarize: {name} INT8 - fp32"))
         int8.to_csv(out / f"{name}_int8.csv", index=False)
         paths += [out / f"{name}_int8.tex", out / f"{name}_int8.csv"]
     if not s.excluded.empty:
@@ -376,8 +320,6 @@ def run(args: argparse.Namespace) -> int:
         console.print(f"[red]{e.args[0]}[/red]")
         return 2
     console.print(Markdown(md))
-    from actlab.report import paper
-
     paths += paper.write_paper_tables(df, args.out, force=args.paper, console=console)
     for p in paths:
         console.print(f"wrote {p}")

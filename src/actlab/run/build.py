@@ -93,12 +93,16 @@ def check_fit(cfg: DictConfig) -> None:
     data_kind, wants = getattr(data_cls, "kind", "image"), getattr(data_cls, "model_kind", "image")
     model_kind = getattr(_target(cfg.model), "kind", None)
     if model_kind is not None and model_kind != wants:
+        article = "an" if wants[0] in "aeiou" else "a"
         raise ValueError(f"model={cfg.model.get('name')} does not fit dataset={cfg.dataset.get('name')} "
-                         f"({data_kind} data); use a {wants} model ({_choices_of_kind('model', 'kind', wants)})")
+                         f"({data_kind} data); use {article} {wants} model ({_choices_of_kind('model', 'kind', wants)})")
     task_kind = getattr(_target(cfg.get("task")), "kind", "")
     if task_kind and task_kind != data_kind:
+        tasks = _choices_of_kind("task", "kind", data_kind)
+        fix = f"experiment={tasks} (or task={tasks})" if (Path(CONF_DIR) / "experiment" / f"{tasks}.yaml").exists() \
+            else f"task={tasks}"
         raise ValueError(f"task={cfg.task._target_.rsplit('.', 1)[-1]} does not fit dataset={cfg.dataset.get('name')} "
-                         f"({data_kind} data); use task={_choices_of_kind('task', 'kind', data_kind)}")
+                         f"({data_kind} data); use {fix}")
     data_tok, model_tok = cfg.dataset.get("tokenizer"), cfg.model.get("tokenizer")
     if data_tok is not None and model_tok is not None and str(data_tok) != str(model_tok):
         raise ValueError(f"tokenizer/model mismatch: dataset.tokenizer={data_tok} but model={cfg.model.get('name')} "
