@@ -30,8 +30,10 @@ test: $(STAMP) $(FMNIST)
 test-fast: $(STAMP) $(FMNIST)
 	$(OFFLINE) WANDB_MODE=disabled $(BIN)/python -m pytest -n 2 --dist loadfile -q -m "not slow"
 
+# ruff, and the import contract in pyproject.toml (layers point down, no circles).
 lint: $(STAMP)
 	$(BIN)/ruff check src tests
+	$(BIN)/lint-imports
 
 demo: $(STAMP) $(FMNIST)
 	$(OFFLINE) bash scripts/demo.sh

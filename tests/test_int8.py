@@ -16,8 +16,8 @@ import torch
 from torch import nn
 from torch.ao.nn.quantized.dynamic import Linear as QLinear
 
-from actlab.bench.hf_models import quantize_int8
 from actlab.cli import main as cli
+from actlab.quantize import quantize_int8
 from actlab.report import int8 as int8_eval
 from actlab.report import summarize as summ
 from actlab.report.frame import load_frame

@@ -4,7 +4,7 @@
     actlab int8 results/runs --force     # re-evaluate runs that already have an int8 entry
     actlab summarize --paper             # then: <name>_int8.* and paper_table3.* tables
 
-Per run: rebuild data module, model and task from record["config"] (actlab.run.runner.build), load
+Per run: rebuild data module, model and task from record["config"] (actlab.run.build.build), load
 checkpoints/last.ckpt, test on the dev split(s) on CPU in fp32, then again after post-training
 dynamic INT8 quantization of every nn.Linear (no calibration: actlab.bench.hf_models.quantize_int8),
 and write record["int8"] = {fp32, int8, delta = int8 - fp32, quantizer, evaluated_at, torch, ...}.
@@ -58,20 +58,20 @@ def dev_metrics(task, dm) -> dict[str, float]:
     """The task's test/* metrics on the data module's dev split(s), on CPU (what a run records)."""
     import lightning as L
 
-    from actlab.run.runner import final_metrics
+    from actlab.callbacks.history import epoch_metrics
 
     with _quiet():
         trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
                             enable_checkpointing=False, enable_model_summary=False)
         trainer.test(task, datamodule=dm, verbose=False)
-    return {k: v for k, v in final_metrics(trainer.callback_metrics).items() if k.startswith("test/")}
+    return {k: v for k, v in epoch_metrics(trainer.callback_metrics).items() if k.startswith("test/")}
 
 
 def load_task(run_dir: Path, rec: dict):
     """(data module, task) of a recorded run with its checkpoint's weights, on CPU, eval mode."""
     from omegaconf import OmegaConf
 
-    from actlab.run import runner as train
+    from actlab.run.build import build, unwrap
 
     ckpt_rel = (rec.get("files") or {}).get("checkpoint")
     if not ckpt_rel:
@@ -80,9 +80,9 @@ def load_task(run_dir: Path, rec: dict):
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} is missing; rerun the fine-tune (force=true) to make it")
     try:
-        dm, _, task = train.build(OmegaConf.create(rec["config"]))
+        dm, _, task = build(OmegaConf.create(rec["config"]))
     except Exception as e:  # Hydra wraps the user's error (a moved data file, say): show that one
-        raise train.unwrap(e) from None
+        raise unwrap(e) from None
     ckpt = torch.load(path, map_location="cpu", weights_only=False)  # Lightning checkpoints hold more than tensors
     if "state_dict" not in ckpt:
         raise ValueError(f"{path} is not a Lightning checkpoint (no state_dict)")
@@ -94,7 +94,7 @@ def evaluate(run_dir: Path, rec: dict) -> dict:
     """The record's `int8` entry: test metrics in fp32 and dynamic INT8 on CPU, and their difference."""
     from torch.ao.nn.quantized.dynamic import Linear as QLinear
 
-    from actlab.bench.hf_models import quantize_int8
+    from actlab.quantize import quantize_int8
 
     dm, task = load_task(run_dir, rec)
     t0 = time.perf_counter()
@@ -134,11 +134,10 @@ def store(run_dir: Path, rec: dict, entry: dict) -> None:
 def evaluate_all(runs_dir: Path, force: bool = False, console=None) -> dict[str, list[str]]:
     """Evaluate every completed GLUE run under runs_dir; {"done", "skipped", "failed", "other"}: run ids
     (failed: "<run_id>: <error>"). A run that fails does not stop the others."""
-    from actlab.report.frame import find_records
 
     say = console.print if console is not None else print
     out: dict[str, list[str]] = {"done": [], "skipped": [], "failed": [], "other": []}
-    for path in find_records(Path(runs_dir)):
+    for path in records.find(Path(runs_dir)):
         run_dir = path.parent
         rec = records.read(run_dir)
         if not isinstance(rec, dict):

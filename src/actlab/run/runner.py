@@ -120,11 +120,11 @@ def _fit(cfg: DictConfig, rid: str, run_dir: Path, config: dict, previous: dict 
         t_fit = time.perf_counter()
         trainer.fit(task, datamodule=dm, ckpt_path=resume_from, weights_only=False)
         fit_s = time.perf_counter() - t_fit
-        metrics = final_metrics(trainer.callback_metrics)  # train/* and val/* of the last epoch
+        metrics = epoch_metrics(trainer.callback_metrics)  # train/* and val/* of the last epoch
         t_test = time.perf_counter()
         trainer.test(task, datamodule=dm, verbose=False)
         test_s = time.perf_counter() - t_test
-        metrics.update(final_metrics(trainer.callback_metrics))
+        metrics.update(epoch_metrics(trainer.callback_metrics))
         epochs_run = history.epochs_run if history is not None else 0
         timings = {**record.data["timings"], "wall_s": time.perf_counter() - t0, "fit_s": fit_s, "test_s": test_s,
                    "epochs_run": epochs_run, "s_per_epoch": fit_s / epochs_run if epochs_run else None,
@@ -168,9 +168,6 @@ def instantiate_trainer(cfg: DictConfig, callbacks: list, logger, run_dir: Path)
     from actlab.run.build import instantiate_node
 
     return instantiate_node(cfg.trainer, callbacks=callbacks, logger=logger or False, default_root_dir=str(run_dir))
-
-
-final_metrics = epoch_metrics  # a record's final metrics: the same filter as its history rows
 
 
 def _finish_wandb(logger, exit_code: int) -> None:
