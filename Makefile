@@ -30,10 +30,11 @@ test: $(STAMP) $(FMNIST)
 test-fast: $(STAMP) $(FMNIST)
 	$(OFFLINE) WANDB_MODE=disabled $(BIN)/python -m pytest -n 2 --dist loadfile -q -m "not slow"
 
-# ruff, and the import contract in pyproject.toml (layers point down, no circles).
+# ruff, the import contract in pyproject.toml (layers point down, no circles), and short modules.
 lint: $(STAMP)
 	$(BIN)/ruff check src tests
 	$(BIN)/lint-imports
+	@find src -name '*.py' | xargs wc -l | awk '$$2 != "total" && $$1 > 400 {print "over 400 lines (split it by concept): " $$2 " (" $$1 ")"; bad = 1} END {exit bad}'
 
 demo: $(STAMP) $(FMNIST)
 	$(OFFLINE) bash scripts/demo.sh
