@@ -6,4 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-.venv/bin}
 "$BIN/actlab" bench inference "$@"
-"$BIN/actlab" figures --out results/figures
+# the bench measures, `actlab figures` draws (from results/bench/ unless --out-dir moved the results)
+out=results/bench
+for ((i = 1; i <= $#; i++)); do [ "${!i}" = --out-dir ] && j=$((i + 1)) && out=${!j}; done
+"$BIN/actlab" figures --bench-dir "$out" --out results/figures

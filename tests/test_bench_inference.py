@@ -1,4 +1,5 @@
-"""`actlab bench inference`: the ReLU swap is complete and exact, INT8 runs, results and figures are written.
+"""`actlab bench inference`: the ReLU swap is complete and exact, INT8 runs, results are written and
+`actlab figures` draws Fig. 3/4 from them (the bench itself draws nothing).
 
 HF_HUB_OFFLINE=1 .venv/bin/python -m pytest tests/test_bench_inference.py -q
 """
@@ -6,8 +7,11 @@ HF_HUB_OFFLINE=1 .venv/bin/python -m pytest tests/test_bench_inference.py -q
 from __future__ import annotations
 
 import argparse
+import ast
 import json
+import math
 import os
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -19,7 +23,7 @@ from torch import nn  # noqa: E402
 from actlab import activations  # noqa: E402
 from actlab.bench import hf_models as hf  # noqa: E402
 from actlab.bench import inference  # noqa: E402
-from actlab.report import bench_figures  # noqa: E402
+from actlab.report import bench_figures, figures  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -94,7 +98,7 @@ def test_conv1d_to_linear_is_exact():
 ROW_KEYS = {"model", "precision", "device", "batch", "seq", "original", "relu", "ratio", "ratio_paired"}
 
 
-def test_cli_tiny_run_writes_json_md_and_fig4(tmp_path):
+def test_cli_tiny_run_writes_json_md_and_fig4(tmp_path, capsys):
     rc = _cli(
         "--size",
         "tiny",
@@ -110,10 +114,9 @@ def test_cli_tiny_run_writes_json_md_and_fig4(tmp_path):
         "1",
         "--out-dir",
         str(tmp_path),
-        "--fig-dir",
-        str(tmp_path / "fig"),
     )
     assert rc == 0
+    assert f"actlab figures --bench-dir {tmp_path}" in capsys.readouterr().out
     data = json.loads((tmp_path / "inference.json").read_text())
     assert {"machine", "settings", "models", "rows"} <= set(data)
     assert data["settings"]["threads"] == 1 == data["machine"]["torch_threads"]
@@ -129,6 +132,9 @@ def test_cli_tiny_run_writes_json_md_and_fig4(tmp_path):
     md = (tmp_path / "inference.md").read_text()
     assert "| model | precision | batch | seq | ms/sample original | ms/sample ReLU | ReLU/original" in md
     assert md.count("| int8 (cpu) |") == 10
+    assert not (tmp_path / "fig").exists()
+    paths = figures.fig_bench(tmp_path, tmp_path / "fig")  # what `actlab figures` does with the json
+    assert [p.name for p in paths] == ["fig4_inference.png", "fig4_inference.pdf"]
     assert (tmp_path / "fig" / "fig4_inference.png").stat().st_size > 10_000
 
 
@@ -192,8 +198,6 @@ def test_cli_glue_mode_writes_results_and_fig3(tmp_path):
         "1",
         "--out-dir",
         str(tmp_path),
-        "--fig-dir",
-        str(tmp_path / "fig"),
     )
     assert rc == 0
     glue = json.loads((tmp_path / "inference_glue.json").read_text())["glue"]
@@ -206,6 +210,7 @@ def test_cli_glue_mode_writes_results_and_fig3(tmp_path):
     md = (tmp_path / "inference_glue.md").read_text()
     assert "| sst2 | fp32 (cpu) | 5 | 4.6 | 3 |" in md  # 23 non-padding tokens over 5 samples, 3 batches
     assert f"Inputs: sst2: {sst2}." in md
+    figures.fig_bench(tmp_path, tmp_path / "fig")
     assert (tmp_path / "fig" / "fig3_glue_inference.png").stat().st_size > 10_000
 
 
@@ -242,3 +247,37 @@ def test_figures_from_a_small_results_dict(tmp_path):
     glue = {"glue": {"rows": [_row(t, "int8", 3.0, 2.8) for t in ("sst2", "mrpc")]}}  # full precision absent
     paths = bench_figures.fig3(glue, tmp_path)
     assert all(p.stat().st_size > 5_000 for p in paths)
+
+
+def _batch(ms):
+    return {v: {"ms_per_sample": ms, "tokens_per_s": 1000 / ms} for v in ("original", "relu")}
+
+
+def test_std_over_batches_is_the_sample_std():
+    out = inference._over_batches([_batch(1.0), _batch(2.0), _batch(6.0)])
+    # mean 3, squared deviations 4 + 1 + 9 = 14 over n - 1 = 2: std sqrt(7) (pstdev would be sqrt(14/3))
+    assert out["relu"]["ms_per_sample"] == pytest.approx(3.0)
+    assert out["relu"]["ms_per_sample_std"] == pytest.approx(math.sqrt(7))
+    single = inference._over_batches([_batch(2.0)])
+    assert single["original"]["ms_per_sample"] == 2.0 and math.isnan(single["original"]["ms_per_sample_std"])
+
+
+def test_glue_table_and_fig3_with_a_single_batch(tmp_path):
+    row = {"task": "rte", "precision": "fp32", "device": "cpu", "n_samples": 2,
+           "batches": [{"size": 2, "tokens": 9}], **inference._over_batches([_batch(2.5)])}
+    payload = {"settings": {"size": "tiny", "repeats": 1, "threads": 1},
+               "glue": {"rows": [row], "batch_size": 2, "max_samples": 2, "tokenizer": "t"}}
+    md = inference.glue_table_md(payload)
+    assert "| rte | fp32 (cpu) | 2 | 4.5 | 1 | 2.500 | 2.500 | 1.000 | 400 | 400 |" in md  # no "± nan"
+    assert bench_figures.fig3(payload, tmp_path)[0].stat().st_size > 5_000  # NaN std: no whisker
+
+
+def test_bench_modules_do_not_draw():
+    """Measuring code imports no plotting: figures are `actlab figures`' job (actlab.report.bench_figures)."""
+    drawing = ("matplotlib", "actlab.report.bench_figures", "actlab.report.figures", "actlab.report.style")
+    for path in Path(inference.__file__).parent.glob("*.py"):
+        tree = ast.parse(path.read_text())
+        names = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+        names += [f"{n.module}.{a.name}" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module
+                  for a in n.names]
+        assert not [m for m in names if m.startswith(drawing)], path.name

@@ -20,11 +20,13 @@ import sys
 import time
 from collections.abc import Callable
 
+import pandas as pd
 import torch
 from torch import nn
 
 from actlab import activations as A
 from actlab.bench.common import summary, time_interleaved, write_results
+from actlab.report.tables import fmt_num, to_markdown
 
 # (label, registry name, kwargs). ReLU first: every ratio is against it.
 OP_VARIANTS: list[tuple[str, str, dict]] = [
@@ -164,16 +166,16 @@ def bench_resnet18(batch: int, repeats: int, seed: int, device: torch.device, sy
 
 def _table(title: str, rows: dict[str, dict], quotes: dict[str, float] | None = None) -> str:
     """Markdown table; with `quotes` (the model table) also saved bytes incl. params and the issue's figure."""
-    head = "| activation | median ms | time x ReLU | paired x ReLU | saved MiB | saved x ReLU |"
-    extra = " saved incl. params x ReLU | issue quote |" if quotes else ""
-    lines = [f"### {title}", "", head + extra, "|---|---:|---:|---:|---:|---:|" + ("---:|---:|" if quotes else "")]
+    cells = []
     for name, r in rows.items():
-        line = (f"| {name} | {r['time']['median'] * 1e3:.2f} | {r['time_x_relu']:.2f} | "
-                f"{r['time_x_relu_paired']:.2f} | {r['saved_bytes'] / 2**20:.2f} | {r['saved_x_relu']:.4f} |")
+        row = {"activation": name, "median ms": fmt_num(r["time"]["median"] * 1e3),
+               "time x ReLU": fmt_num(r["time_x_relu"]), "paired x ReLU": fmt_num(r["time_x_relu_paired"]),
+               "saved MiB": fmt_num(r["saved_bytes"] / 2**20), "saved x ReLU": fmt_num(r["saved_x_relu"], 4)}
         if quotes:
-            line += f" {r['saved_incl_params_x_relu']:.4f} | {quotes.get(name, '')} |"
-        lines.append(line)
-    return "\n".join(lines)
+            row["saved incl. params x ReLU"] = fmt_num(r["saved_incl_params_x_relu"], 4)
+            row["issue quote"] = str(quotes.get(name, ""))
+        cells.append(row)
+    return f"### {title}\n\n" + to_markdown(pd.DataFrame(cells)).rstrip("\n")
 
 
 def _settings(args: argparse.Namespace) -> dict:

@@ -8,8 +8,9 @@ Each model is built from its config with random weights; its twin has the same w
 activation swapped to HeLU and then to nn.ReLU (`for_inference`). Both variants get the same inputs
 and are timed in interleaved rounds (A B, ..., then B A, ...) with threads pinned, so drift hits both alike.
 INT8 is dynamic quantization of every linear layer, on CPU. On CUDA: fp32 and AMP bf16/fp16, timed
-with CUDA events. Writes results/bench/inference.{json,md} (GLUE mode: inference_glue.{json,md}) and
-results/figures/fig4_inference.{png,pdf} (GLUE mode: fig3_glue_inference.{png,pdf}).
+with CUDA events. Writes results/bench/inference.{json,md} (GLUE mode: inference_glue.{json,md}).
+This module only measures: `actlab figures` draws Fig. 4 (results/figures/fig4_inference.{png,pdf})
+and Fig. 3 (fig3_glue_inference.{png,pdf}) from those json files (actlab.report.bench_figures).
 """
 
 from __future__ import annotations
@@ -18,14 +19,15 @@ import argparse
 import contextlib
 import gc
 import os
-import statistics
 import time
 from collections.abc import Callable
 
+import pandas as pd
 import torch
 
 from actlab.bench import hf_models as hf
 from actlab.bench.common import summary, time_interleaved, write_results
+from actlab.report.tables import fmt_mean_std, fmt_num, mean_std, to_markdown
 
 # Defaults per mode; explicit flags override them. Quick fits a 2-core CPU in a few minutes.
 QUICK = dict(batch_sizes=[8], seq_lens=[128], repeats=5, warmup=1)
@@ -34,6 +36,10 @@ CPU_PRECISIONS = ("fp32", "int8")
 CUDA_PRECISIONS = ("fp32", "bf16", "fp16", "int8")  # int8 always runs on CPU
 AMP = {"bf16": torch.bfloat16, "fp16": torch.float16}
 VARIANTS = ("original", "relu")
+FIG4_COLUMNS = ["model", "precision", "batch", "seq", "ms/sample original", "ms/sample ReLU", "ReLU/original",
+                "paired ratio [q1, q3]", "tokens/s original", "tokens/s ReLU"]
+FIG3_COLUMNS = ["task", "precision", "samples", "tokens/sample", "batches", "ms/sample original",
+                "ms/sample ReLU", "ReLU/original", "tokens/s original", "tokens/s ReLU"]
 
 
 def _ints(text: str) -> list[int]:
@@ -52,19 +58,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seq-lens", type=_ints, default=None, help="comma list, e.g. 128,512")
     p.add_argument("--repeats", type=int, default=None, help="timed rounds per variant")
     p.add_argument("--warmup", type=int, default=None, help="untimed rounds per variant first")
-    p.add_argument(
-        "--precisions",
-        type=_names,
-        default=None,
-        help="fp32,int8 (CPU) / fp32,bf16,fp16 (CUDA AMP), int8 (always CPU); default by device",
-    )
+    p.add_argument("--precisions", type=_names, default=None,
+                   help="fp32,int8 (CPU) / fp32,bf16,fp16 (CUDA AMP), int8 (always CPU); default by device")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--threads", type=int, default=os.cpu_count(), help="torch CPU threads (pinned, recorded)")
     p.add_argument("--quick", action="store_true", help="small CPU run: batch 8, seq 128, 5 repeats")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out-dir", default="results/bench")
-    p.add_argument("--fig-dir", default="results/figures")
-    p.add_argument("--no-figures", action="store_true")
+    p.add_argument("--out-dir", default="results/bench", help="json and md go here (`actlab figures --bench-dir`)")
     g = p.add_argument_group("GLUE mode (Fig. 3): BERT on real validation sentence lengths")
     g.add_argument("--glue", type=_names, default=None, help="tasks, e.g. sst2,mrpc,qnli")
     g.add_argument(
@@ -90,21 +90,17 @@ def run(args: argparse.Namespace) -> int:
         except (ValueError, FileNotFoundError) as e:  # unknown task, missing file or column
             print(f"actlab bench inference --glue: {e}")
             return 2
-        name, tabulate, figure = "inference_glue", glue_table_md, "fig3"
+        name, tabulate, figure = "inference_glue", glue_table_md, "Fig. 3"
     else:
         payload = {"settings": settings, **bench_models(args, settings)}
-        name, tabulate, figure = "inference", table_md, "fig4"
+        name, tabulate, figure = "inference", table_md, "Fig. 4"
     payload["settings"]["runtime_s"] = round(time.perf_counter() - t0, 1)
     payload["settings"]["load_avg_end"] = _load()
     table = tabulate(payload) + "\n" + _load_note(payload["settings"])
     path = write_results(name, payload, table, args.out_dir)
     print(table)
     print(f"wrote {path} and {path.with_suffix('.md')} in {payload['settings']['runtime_s']} s")
-    if not args.no_figures:
-        from actlab.report import bench_figures
-
-        for fig_path in getattr(bench_figures, figure)(payload, args.fig_dir):
-            print(f"wrote {fig_path}")
+    print(f"draw {figure}: actlab figures --bench-dir {args.out_dir}")
     return 0
 
 
@@ -259,9 +255,7 @@ def bench_models(args: argparse.Namespace, settings: dict) -> dict:
         models[name] = report
         print(f"[{name}] {report['swapped']} activation sites -> ReLU; remaining {report['after']}")
         for precision in settings["precisions"]:
-            pair, device, amp = _variants_for(
-                {"original": original, "relu": relu}, precision, settings["device"]
-            )
+            pair, device, amp = _variants_for({"original": original, "relu": relu}, precision, settings["device"])
             for batch in settings["batch_sizes"]:
                 for seq in settings["seq_lens"]:
                     inputs = hf.random_inputs(original, batch, seq, seed=args.seed)
@@ -291,27 +285,24 @@ def bench_models(args: argparse.Namespace, settings: dict) -> dict:
 def table_md(payload: dict) -> str:
     """Markdown table of the Fig. 4 run, with the settings a reader needs under it."""
     s = payload["settings"]
-    lines = [
-        "| model | precision | batch | seq | ms/sample original | ms/sample ReLU | ReLU/original "
-        "| paired ratio [q1, q3] | tokens/s original | tokens/s ReLU |",
-        "|---|---|---:|---:|---:|---:|---:|---|---:|---:|",
-    ]
+    rows = []
     for r in payload["rows"]:
-        rp = r["ratio_paired"]
-        lines.append(
-            f"| {r['model']} | {r['precision']} ({r['device']}) | {r['batch']} | {r['seq']} "
-            f"| {r['original']['ms_per_sample']:.3f} | {r['relu']['ms_per_sample']:.3f} | {r['ratio']:.3f} "
-            f"| {rp['median']:.3f} [{rp['q1']:.3f}, {rp['q3']:.3f}] "
-            f"| {r['original']['tokens_per_s']:,.0f} | {r['relu']['tokens_per_s']:,.0f} |"
-        )
+        o, h, rp = r["original"], r["relu"], r["ratio_paired"]
+        rows.append({
+            "model": r["model"], "precision": f"{r['precision']} ({r['device']})", "batch": str(r["batch"]),
+            "seq": str(r["seq"]), "ms/sample original": fmt_num(o["ms_per_sample"], 3),
+            "ms/sample ReLU": fmt_num(h["ms_per_sample"], 3), "ReLU/original": fmt_num(r["ratio"], 3),
+            "paired ratio [q1, q3]": f"{fmt_num(rp['median'], 3)} [{fmt_num(rp['q1'], 3)}, {fmt_num(rp['q3'], 3)}]",
+            "tokens/s original": fmt_num(o["tokens_per_s"], 0, thousands=True),
+            "tokens/s ReLU": fmt_num(h["tokens_per_s"], 0, thousands=True),
+        })
     sites = ", ".join(f"{m} {rep['swapped']}" for m, rep in payload["models"].items())
-    lines += [
-        "",
+    return "\n".join([
+        to_markdown(pd.DataFrame(rows, columns=FIG4_COLUMNS)),
         f"Medians over {s['repeats']} interleaved rounds ({s['warmup']} warm-up), threads: "
         f"{s['threads']}, {s['size']} models with random weights, same random inputs for both variants.",
         f"Activation sites swapped to ReLU: {sites}. INT8: {s['int8']}.",
-    ]
-    return "\n".join(lines)
+    ])
 
 
 # ---------------------------------------------------------------- GLUE mode (Fig. 3)
@@ -344,24 +335,10 @@ def bench_glue(args: argparse.Namespace, settings: dict) -> dict:
             for batch in batches:
                 n, real = batch["input_ids"].shape[0], int(batch["attention_mask"].sum())
                 times = time_pair(pair, batch, device, amp, settings["repeats"], settings["warmup"])
-                per_batch.append(
-                    {
-                        "size": n,
-                        "padded_len": batch["input_ids"].shape[1],
-                        "tokens": real,
-                        **timing_row(times, n, real),
-                    }
-                )
-            rows.append(
-                {
-                    "task": task,
-                    "precision": precision,
-                    "device": device,
-                    "n_samples": len(texts),
-                    "batches": per_batch,
-                    **_over_batches(per_batch),
-                }
-            )
+                per_batch.append({"size": n, "padded_len": batch["input_ids"].shape[1], "tokens": real,
+                                  **timing_row(times, n, real)})
+            rows.append({"task": task, "precision": precision, "device": device, "n_samples": len(texts),
+                         "batches": per_batch, **_over_batches(per_batch)})
             r = rows[-1]
             print(
                 f"  {task:6s} {precision:5s} original {r['original']['ms_per_sample']:.3f} ms/sample, "
@@ -380,17 +357,14 @@ def bench_glue(args: argparse.Namespace, settings: dict) -> dict:
 
 
 def _over_batches(per_batch: list[dict]) -> dict:
-    """Mean and standard deviation over batches (the Fig. 3 error bars) of per-batch medians."""
+    """Mean and sample standard deviation (ddof=1; NaN for one batch) over batches of per-batch medians:
+    the Fig. 3 error bars."""
     out = {}
     for v in VARIANTS:
-        ms = [b[v]["ms_per_sample"] for b in per_batch]
-        tps = [b[v]["tokens_per_s"] for b in per_batch]
-        out[v] = {
-            "ms_per_sample": statistics.fmean(ms),
-            "ms_per_sample_std": statistics.pstdev(ms),
-            "tokens_per_s": statistics.fmean(tps),
-            "tokens_per_s_std": statistics.pstdev(tps),
-        }
+        ms = mean_std(b[v]["ms_per_sample"] for b in per_batch)
+        tps = mean_std(b[v]["tokens_per_s"] for b in per_batch)
+        out[v] = {"ms_per_sample": ms[0], "ms_per_sample_std": ms[1],
+                  "tokens_per_s": tps[0], "tokens_per_s_std": tps[1]}
     out["ratio"] = out["relu"]["ms_per_sample"] / out["original"]["ms_per_sample"]
     return out
 
@@ -398,27 +372,24 @@ def _over_batches(per_batch: list[dict]) -> dict:
 def glue_table_md(payload: dict) -> str:
     """Markdown table of the GLUE run (mean ± std over batches)."""
     g, s = payload["glue"], payload["settings"]
-    lines = [
-        "| task | precision | samples | tokens/sample | batches | ms/sample original | ms/sample ReLU "
-        "| ReLU/original | tokens/s original | tokens/s ReLU |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
+    rows = []
     for r in g["rows"]:
         o, h = r["original"], r["relu"]
         per_sample = sum(b["tokens"] for b in r["batches"]) / max(1, sum(b["size"] for b in r["batches"]))
-        lines.append(
-            f"| {r['task']} | {r['precision']} ({r['device']}) | {r['n_samples']} | {per_sample:.1f} "
-            f"| {len(r['batches'])} "
-            f"| {o['ms_per_sample']:.3f} ± {o['ms_per_sample_std']:.3f} "
-            f"| {h['ms_per_sample']:.3f} ± {h['ms_per_sample_std']:.3f} | {r['ratio']:.3f} "
-            f"| {o['tokens_per_s']:,.0f} ± {o['tokens_per_s_std']:,.0f} "
-            f"| {h['tokens_per_s']:,.0f} ± {h['tokens_per_s_std']:,.0f} |"
-        )
-    lines += [
-        "",
+        rows.append({
+            "task": r["task"], "precision": f"{r['precision']} ({r['device']})", "samples": str(r["n_samples"]),
+            "tokens/sample": fmt_num(per_sample, 1), "batches": str(len(r["batches"])),
+            "ms/sample original": fmt_mean_std(o["ms_per_sample"], o["ms_per_sample_std"], 3),
+            "ms/sample ReLU": fmt_mean_std(h["ms_per_sample"], h["ms_per_sample_std"], 3),
+            "ReLU/original": fmt_num(r["ratio"], 3),
+            "tokens/s original": fmt_mean_std(o["tokens_per_s"], o["tokens_per_s_std"], 0, thousands=True),
+            "tokens/s ReLU": fmt_mean_std(h["tokens_per_s"], h["tokens_per_s_std"], 0, thousands=True),
+        })
+    lines = [
+        to_markdown(pd.DataFrame(rows, columns=FIG3_COLUMNS)),
         f"BERT ({s['size']}, random weights), batches of {g['batch_size']} from up to "
         f"{g['max_samples']} validation samples, each padded to its own longest; median of "
-        f"{s['repeats']} interleaved rounds per batch, ± = std over batches; tokens/s counts "
+        f"{s['repeats']} interleaved rounds per batch, ± = sample std (ddof=1) over batches; tokens/s counts "
         f"non-padding tokens; threads: {s['threads']}; tokenizer: {g['tokenizer']}.",
     ]
     if g.get("data"):

@@ -20,12 +20,14 @@ import statistics
 import sys
 import time
 
+import pandas as pd
 import torch
 from torch import nn
 
 from actlab.activations import factory
 from actlab.bench.common import summary, time_interleaved, write_results
 from actlab.monitor import TRAIN_COUNT_EVERY, UnitStats
+from actlab.report.tables import fmt_num, to_markdown
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -144,9 +146,12 @@ def run(args: argparse.Namespace) -> int:
             "train_rates": {k: v for k, v in monitors[act].rates("train_").items() if "/" not in k},
         }
         payload["results"][act] = res
-        rows.append(f"| {act} | {1e3 * res['without']['median']:.1f} | {1e3 * res['with']['median']:.1f} "
-                    f"| {res['overhead_pct']:+.2f} % | {res['overhead_pct_paired']:+.2f} % "
-                    f"| {res['overhead_pct_cpu']:+.2f} % | {res['in_hook_pct']:.2f} % | {res['sites']} |")
+        rows.append({"activation": act, "step ms (no hooks)": fmt_num(1e3 * res["without"]["median"], 1),
+                     "step ms (monitor)": fmt_num(1e3 * res["with"]["median"], 1),
+                     "overhead (medians)": f"{fmt_num(res['overhead_pct'], sign=True)} %",
+                     "overhead (paired)": f"{fmt_num(res['overhead_pct_paired'], sign=True)} %",
+                     "overhead (CPU time)": f"{fmt_num(res['overhead_pct_cpu'], sign=True)} %",
+                     "in-hook share": f"{fmt_num(res['in_hook_pct'])} %", "sites": str(res["sites"])})
     first = args.activations[0]
     base, ctrl = times[first], times[f"{first} (A/A)"]
     payload["aa_control_pct"] = 100 * (statistics.median(ctrl) / statistics.median(base) - 1)
@@ -160,11 +165,7 @@ def run(args: argparse.Namespace) -> int:
         f"{torch.get_num_threads()} threads, {args.repeats} interleaved rounds (medians); element "
         f"counts every {args.count_every} steps.",
         "",
-        "| activation | step ms (no hooks) | step ms (monitor) | overhead (medians) | overhead (paired) "
-        "| overhead (CPU time) | in-hook share | sites |",
-        "|---|---|---|---|---|---|---|---|",
-        *rows,
-        "",
+        to_markdown(pd.DataFrame(rows)),
         f"A/A control ({first} without hooks, run twice per round): {payload['aa_control_pct']:+.2f} % (medians), "
         f"{payload['aa_control_pct_paired']:+.2f} % (paired), {payload['aa_control_pct_cpu']:+.2f} % (CPU time): "
         "differences this size are noise.",

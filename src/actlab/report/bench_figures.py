@@ -11,6 +11,7 @@ original activation = GELU's colour, HeLU = HeLU's, so the pair reads the same i
 from __future__ import annotations
 
 import csv
+import math
 from importlib import resources
 from pathlib import Path
 
@@ -64,6 +65,11 @@ def _iqr_err(rows, variant):
     lo = [r[variant]["ms_per_sample"] - r[variant]["ms_per_sample_q1"] for r in rows]
     hi = [r[variant]["ms_per_sample_q3"] - r[variant]["ms_per_sample"] for r in rows]
     return [lo, hi]
+
+
+def _std_err(rows, variant, key) -> list[float]:
+    """Symmetric error bars: the std over batches; none (0) where one batch leaves it undefined (NaN)."""
+    return [0.0 if math.isnan(std := float(r[variant][key + "_std"])) else std for r in rows]
 
 
 def fig4(results: dict, out_dir, paper: dict | None | bool = True) -> list[Path]:
@@ -129,7 +135,8 @@ def fig4(results: dict, out_dir, paper: dict | None | bool = True) -> list[Path]
 def fig3(results: dict, out_dir) -> list[Path]:
     """2x2 per GLUE task: time and throughput (rows) at full precision and INT8 (columns), GELU vs HeLU.
 
-    Bars are means over batches of per-batch medians; whiskers one standard deviation over batches.
+    Bars are means over batches of per-batch medians; whiskers one sample standard deviation (ddof=1)
+    over batches, none for a task measured in a single batch.
     """
     style.use()
     rows = results["glue"]["rows"]
@@ -156,8 +163,8 @@ def fig3(results: dict, out_dir) -> list[Path]:
                     [r["task"].upper() for r in sub],
                     orig,
                     helu,
-                    [r["original"][key + "_std"] for r in sub],
-                    [r["relu"][key + "_std"] for r in sub],
+                    _std_err(sub, "original", key),
+                    _std_err(sub, "relu", key),
                     [h / o for h, o in zip(helu, orig)],
                 )
                 ax.set_title(f"{col_title} on {sub[0]['device'].upper()}", fontsize=8)

@@ -4,7 +4,8 @@ fig2_activations     ReLU, GELU, HeLU(α) and the derivatives training uses (aut
 fig1b_preact_hist    pre-activation histogram of one run (all layers summed), band (-α, 0] shaded
 acc_vs_margin        HeLU accuracy vs margin per dataset, 95 % bootstrap CIs, ReLU/GELU references
 dead_curves          forward- and gradient-dead rates over epochs, mean over seeds ± std
-fig3/fig4            inference benchmarks, drawn by actlab.report.bench_figures when its json exists
+fig3/fig4            inference benchmarks, drawn by actlab.report.bench_figures from results/bench/
+                     inference*.json when present (`actlab bench inference` measures, never draws)
 A figure without data is skipped with a one-line reason. Each is written as PNG and PDF.
 """
 

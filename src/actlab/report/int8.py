@@ -6,7 +6,7 @@
 
 Per run: rebuild data module, model and task from record["config"] (actlab.run.build.build), load
 checkpoints/last.ckpt, test on the dev split(s) on CPU in fp32, then again after post-training
-dynamic INT8 quantization of every nn.Linear (no calibration: actlab.bench.hf_models.quantize_int8),
+dynamic INT8 quantization of every nn.Linear (no calibration: actlab.quantize.quantize_int8),
 and write record["int8"] = {fp32, int8, delta = int8 - fp32, quantizer, evaluated_at, torch, ...}.
 A run that fails is reported in one line and skipped; the command then exits 1 after the others.
 """
