@@ -45,7 +45,7 @@ def test_failing_job_is_recorded_and_the_sweep_finishes_the_rest(tmp_path, fashi
     assert by_status == [("helu", 0.01, "completed"), ("helu", 1e30, "failed"),
                          ("relu", 0.01, "completed"), ("relu", 1e30, "failed")]
     assert out.returncode == 1, out.stderr[-2000:]
-    assert "2 completed, 0 skipped (already done or duplicate), 2 failed" in out.stderr
+    assert "2 completed, 0 skipped (already completed or duplicate), 0 locked (running elsewhere), 0 interrupted, 2 failed" in out.stderr
     failed = [rid for rid, r in recs.items() if r["status"] == "failed"]
     assert all(rid in out.stderr for rid in failed)
     assert all("FloatingPointError" in recs[rid]["error"] for rid in failed)

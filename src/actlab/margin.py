@@ -76,6 +76,10 @@ def check(schedule) -> None:
         v = getattr(schedule, key, 0.0)
         if v is not None and not isinstance(v, (int, float)):
             raise ValueError(f"margin.{key} must be a number, got {v!r}")
+    milestones = getattr(schedule, "milestones", None)
+    if milestones is not None and (isinstance(milestones, (str, bytes)) or not all(
+            isinstance(m, (int, float)) and not isinstance(m, bool) for m in milestones)):
+        raise ValueError(f"margin.milestones must be a list of numbers in [0, 1], got {milestones!r}")
     warm = getattr(schedule, "warmup", None)
     if warm is not None and not 0 < warm < 1:
         raise ValueError(f"margin.warmup must be in (0, 1), got {warm}")

@@ -27,6 +27,8 @@ class MarginScheduler(L.Callback):
         self._modules: list = []
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.schedule is None:  # normalised away: the activation has no margin (runid.normalise)
+            return
         self._modules = helu_modules(pl_module)
         if not self._modules:
             log.info("margin schedule %s: no HeLU in the model, nothing to schedule", type(self.schedule).__name__)

@@ -22,6 +22,7 @@ from omegaconf import DictConfig
 
 from actlab.run import distributed, records, runid
 from actlab.run.build import CONF_DIR, unwrap
+from actlab.run.interrupt import RunInterrupted
 from actlab.run.runner import USER_ERRORS, RunSkipped, run
 from actlab.run.sweep import JobResult
 
@@ -37,6 +38,11 @@ def _is_multirun() -> bool:
         return False
 
 
+# Exit codes (README): 0 completed or already completed, 1 failed, 75 (EX_TEMPFAIL) locked by another live
+# run, 128 + N stopped by signal N (143 SIGTERM, 130 Ctrl-C). A sweep exits with the worst of its jobs'.
+EXIT_LOCKED = 75
+
+
 @hydra.main(config_path=CONF_DIR, config_name="train", version_base="1.3")
 def _hydra_main(cfg: DictConfig) -> JobResult:
     multirun = _is_multirun()
@@ -45,18 +51,25 @@ def _hydra_main(cfg: DictConfig) -> JobResult:
         rid = runid.run_id(cfg)
         rec = run(cfg)
     except RunSkipped as e:
-        print(f"actlab-train: skipped: {e}", file=sys.stderr)
-        return JobResult(None, rid, "skipped")
+        print(f"actlab-train: {'locked' if e.reason == 'locked' else 'skipped'}: {e}", file=sys.stderr)
+        if e.reason == "locked" and not multirun:
+            sys.exit(EXIT_LOCKED)
+        return JobResult(None, rid, "locked" if e.reason == "locked" else "skipped", str(e))
+    except RunInterrupted as e:  # the record says interrupted; a relaunch resumes
+        print(f"actlab-train: {rid}: {e}", file=sys.stderr)
+        if not multirun:
+            sys.exit(e.exit_code)
+        return JobResult(None, rid, "interrupted", f"{type(e).__name__}: {e}", exit_code=e.exit_code)
     except Exception as e:  # the record already says failed, with the error
         err = unwrap(e)
         if isinstance(err, USER_ERRORS):
-            print(f"actlab-train: error: {err}", file=sys.stderr)
+            print(f"actlab-train: error: {_one_line(err)}", file=sys.stderr)
         elif multirun:  # crash isolation: keep the traceback in the log, let the sweep go on
             log.exception("run %s failed", rid)
         else:
             raise
         if multirun:
-            return JobResult(None, rid, "failed", f"{type(err).__name__}: {err}")
+            return JobResult(None, rid, "failed", f"{type(err).__name__}: {_one_line(err)}")
         sys.exit(1)
     metrics = rec.get("metrics", {})
     main = rec.get("main_metric") or "test/loss"
@@ -64,6 +77,11 @@ def _hydra_main(cfg: DictConfig) -> JobResult:
         print(f"actlab-train: {rec['run_id']} {main}={metrics.get(main, float('nan')):.4f} "
               f"record: {Path(cfg.paths.runs_dir) / rec['run_id'] / records.RECORD}")
     return JobResult(metrics.get(main), rec["run_id"], "completed")
+
+
+def _one_line(err: BaseException) -> str:
+    lines = str(err).strip().splitlines()
+    return lines[0] if lines else type(err).__name__
 
 
 def main() -> None:

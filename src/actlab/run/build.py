@@ -10,6 +10,7 @@ the task's `kind` the data module's `kind`, so a new model or data set needs no 
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 
 import torch
@@ -59,8 +60,36 @@ def unwrap(err: BaseException) -> BaseException:
 
 
 def validate(cfg: DictConfig) -> None:
+    """Refuse what cannot give a valid result, before anything is built: one line naming the key and the fix."""
     if not isinstance(cfg.get("seed"), int) or isinstance(cfg.get("seed"), bool):
         raise ValueError(f"seed must be an integer, got {cfg.get('seed')!r}")
+    rid = cfg.get("run_id")
+    if rid is not None and (not isinstance(rid, str) or not rid or "/" in rid or "\\" in rid or rid.startswith(".")):
+        raise ValueError(f"run_id={rid!r} must be a plain directory name (no '/', not starting with '.'): "
+                         "records live in paths.runs_dir; set paths.runs_dir to choose where")
+    margin = (cfg.get("activation") or {}).get("margin")
+    if margin is not None and (isinstance(margin, bool) or not isinstance(margin, (int, float))):
+        raise ValueError(f"activation.margin must be a number, got {margin!r}")
+    for key, value in _numbers(OmegaConf.to_container(cfg, resolve=True)):
+        if not math.isfinite(value):
+            raise ValueError(f"{key}={value} is not a finite number; set a finite value")
+    trainer = cfg.get("trainer") or {}
+    for key in ("max_epochs", "max_steps", "limit_train_batches"):
+        if trainer.get(key) == 0:
+            raise ValueError(f"trainer.{key}=0 trains nothing, so the run would give no result; "
+                             f"drop the override or set trainer.{key} >= 1")
+
+
+def _numbers(node, prefix: str = ""):
+    """(dotted key, float) for every float in a resolved config (ints are always finite)."""
+    if isinstance(node, dict):
+        for k, v in node.items():
+            yield from _numbers(v, f"{prefix}{k}.")
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            yield from _numbers(v, f"{prefix}{i}.")
+    elif isinstance(node, float):
+        yield prefix.rstrip("."), node
 
 
 def _target(node):

@@ -34,7 +34,8 @@ def now() -> str:
 
 
 def clean(value):
-    """JSON-safe copy: tensors and numpy scalars to floats, NaN/inf to None (strict JSON)."""
+    """JSON-safe copy: tensors and numpy scalars to floats; NaN/inf as the strings "nan"/"inf"/"-inf"
+    (strict JSON has neither, and null would hide that a value was not finite)."""
     if isinstance(value, dict):
         return {str(k): clean(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -42,7 +43,7 @@ def clean(value):
     if hasattr(value, "item") and callable(value.item):
         value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
-        return None
+        return str(value)
     return value
 
 

@@ -22,17 +22,26 @@ _NOT_IDENTITY_NESTED = {
 
 
 def normalise(cfg: DictConfig) -> list[str]:
-    """Drop settings that do not apply (a margin for a non-HeLU activation); return what was dropped.
+    """Drop settings that do not apply (a margin or a margin schedule for a non-HeLU activation); return
+    what was dropped.
 
     This is how a sweep `activation=relu,helu activation.margin=0.01,0.1` collapses: both ReLU jobs
-    normalise to the same config, hence the same run_id, and the second finds the first's record.
+    normalise to the same config, hence the same run_id, and the second finds the first's record; so
+    does `activation=relu margin=cosine`, which computes exactly what plain ReLU computes.
     """
     dropped = []
     act = cfg.get("activation")
-    if act is not None and act.get("name") != "helu" and act.get("margin") is not None:
-        dropped.append(f"activation.margin={act.margin} (only helu uses a margin)")
-        with open_dict(cfg):
+    if act is None or act.get("name") == "helu":
+        return dropped
+    with open_dict(cfg):
+        if act.get("margin") is not None:
+            dropped.append(f"activation.margin={act.margin} (only helu uses a margin)")
             act.margin = None
+        sched = cfg.get("margin")
+        if sched is not None:
+            if _name(sched) not in ("constant", "none"):
+                dropped.append(f"margin={_name(sched)} (only helu has a margin to schedule)")
+            cfg.margin = None
     return dropped
 
 
@@ -75,7 +84,7 @@ def slug(cfg: DictConfig) -> str:
     parts = [_name(cfg.get("dataset")).replace("/", "_"), _name(cfg.get("model")), _name(cfg.get("activation"))]
     margin = cfg.get("activation", {}).get("margin") if cfg.get("activation") is not None else None
     if margin is not None:
-        parts.append(f"m{margin:g}")
+        parts.append(f"m{margin:g}" if isinstance(margin, (int, float)) else f"m{margin}")  # validate() names a bad one
     sched = cfg.get("margin")
     if margin is not None and sched is not None and _name(sched) not in ("constant", "none"):
         parts.append(_name(sched))
@@ -94,7 +103,13 @@ def run_id(cfg: DictConfig) -> str:
 
 
 def _resolver(*, _root_: DictConfig) -> str:
-    return run_id(_root_)
+    """Never raises (Hydra would print a 100-line traceback): a config that cannot name its run gets a
+    placeholder directory for Hydra's logs, and run.build.validate then says what is wrong in one line."""
+    try:
+        rid = run_id(_root_)
+    except Exception:  # noqa: BLE001 - reported by validate() with the key to fix
+        return "_invalid_config"
+    return rid if rid and "/" not in rid and not rid.startswith(".") else "_invalid_config"
 
 
 def register_resolver() -> None:

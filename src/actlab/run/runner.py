@@ -9,64 +9,35 @@ whatever the logger. Raises RunSkipped when the run_id already completed or anot
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
-import socket
+import math
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import lightning as L
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, OmegaConf
 
 from actlab.callbacks.history import epoch_metrics
-from actlab.run import distributed, records, runid
-from actlab.run.build import build, build_callbacks, build_logger, unwrap, validate
+from actlab.run import ckpt_io, distributed, interrupt, lock, records, runid
+from actlab.run.build import build, build_callbacks, build_logger, instantiate_node, unwrap, validate
 
 log = logging.getLogger("actlab")
 runid.register_resolver()
 
-# Errors that are the user's input, not a bug: reported in one line, without a traceback.
-USER_ERRORS = (ValueError, FileNotFoundError, FloatingPointError, TypeError, KeyError)
+# Errors that are the user's input, not a bug: reported in one line, without a traceback. Lightning's
+# MisconfigurationException covers trainer settings this machine cannot honour (accelerator=gpu on a CPU).
+USER_ERRORS = (ValueError, FileNotFoundError, FloatingPointError, TypeError, KeyError, MisconfigurationException)
 
 
 class RunSkipped(Exception):
-    """The run_id already completed (or runs elsewhere right now); nothing to do."""
+    """Nothing to do here: the run_id already completed (reason "completed"), or another live process
+    holds it (reason "locked")."""
 
-
-@contextlib.contextmanager
-def _lock(run_dir: Path):
-    """Hold `<run_dir>/.lock` while running, so two sweep jobs with one run_id never run it twice."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    path = run_dir / ".lock"
-    me = f"{socket.gethostname()}:{os.getpid()}"
-    try:
-        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-    except FileExistsError:
-        owner = path.read_text().strip() if path.exists() else ""
-        host, _, pid = owner.partition(":")
-        alive = host == socket.gethostname() and pid.isdigit() and _alive(int(pid))
-        if alive or (host and host != socket.gethostname()):
-            raise RunSkipped(f"{run_dir.name} is running in {owner}") from None
-        path.unlink(missing_ok=True)  # stale lock of a killed process on this host
-        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-    os.write(fd, me.encode())
-    os.close(fd)
-    try:
-        yield
-    finally:
-        path.unlink(missing_ok=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    def __init__(self, message: str, reason: str = "completed"):
+        super().__init__(message)
+        self.reason = reason
 
 
 def run(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> dict:
@@ -79,16 +50,26 @@ def run(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> dict:
     validate(cfg)
     rid = runid.run_id(cfg)
     run_dir = Path(cfg.paths.runs_dir) / rid
+    _skip_if_completed(cfg, rid, run_dir)
+
+    config = OmegaConf.to_container(cfg, resolve=True)
+    with distributed.scope(), interrupt.during_run():
+        if distributed.rank() != 0:  # DDP ranks > 0 share rank 0's run dir; only rank 0 locks and writes the record
+            return _fit(cfg, rid, run_dir, config, records.read(run_dir), list(callbacks))
+        try:
+            with lock.hold(run_dir):
+                previous = _skip_if_completed(cfg, rid, run_dir)  # again: it may have completed while we waited
+                return _fit(cfg, rid, run_dir, config, previous, list(callbacks))
+        except lock.Locked as e:
+            raise RunSkipped(str(e), reason="locked") from None
+
+
+def _skip_if_completed(cfg: DictConfig, rid: str, run_dir: Path) -> dict | None:
+    """The run's previous record (None if none); RunSkipped if it completed and force is off."""
     previous = records.read(run_dir)
     if previous and previous.get("status") == "completed" and not cfg.force:
         raise RunSkipped(f"{rid} already completed ({run_dir / records.RECORD}); force=true reruns it")
-
-    config = OmegaConf.to_container(cfg, resolve=True)
-    with distributed.scope():
-        if distributed.rank() != 0:  # DDP ranks > 0 share rank 0's run dir; only rank 0 locks and writes the record
-            return _fit(cfg, rid, run_dir, config, previous, list(callbacks))
-        with _lock(run_dir):
-            return _fit(cfg, rid, run_dir, config, previous, list(callbacks))
+    return previous
 
 
 def _fit(cfg: DictConfig, rid: str, run_dir: Path, config: dict, previous: dict | None,
@@ -111,12 +92,9 @@ def _fit(cfg: DictConfig, rid: str, run_dir: Path, config: dict, previous: dict 
         logger = build_logger(cfg, run_dir, rid, config)
         trainer = instantiate_trainer(cfg, [*named.values(), *extra], logger, run_dir)
 
-        last = run_dir / "checkpoints" / "last.ckpt"
-        # Resume only what was interrupted; force=true starts over.
-        interrupted = previous is not None and previous.get("status") != "completed"
-        resume_from = str(last) if cfg.resume and not cfg.force and interrupted and last.exists() else None
+        resume_from = _resume_point(cfg, run_dir, previous, record)
         if resume_from:
-            log.info("resuming %s from %s", rid, last)
+            log.info("resuming %s from %s", rid, resume_from)
         t_fit = time.perf_counter()
         trainer.fit(task, datamodule=dm, ckpt_path=resume_from, weights_only=False)
         fit_s = time.perf_counter() - t_fit
@@ -125,6 +103,7 @@ def _fit(cfg: DictConfig, rid: str, run_dir: Path, config: dict, previous: dict 
         trainer.test(task, datamodule=dm, verbose=False)
         test_s = time.perf_counter() - t_test
         metrics.update(epoch_metrics(trainer.callback_metrics))
+        _check_result(trainer, metrics)
         epochs_run = history.epochs_run if history is not None else 0
         timings = {**record.data["timings"], "wall_s": time.perf_counter() - t0, "fit_s": fit_s, "test_s": test_s,
                    "epochs_run": epochs_run, "s_per_epoch": fit_s / epochs_run if epochs_run else None,
@@ -142,12 +121,13 @@ def _fit(cfg: DictConfig, rid: str, run_dir: Path, config: dict, previous: dict 
                           timings=timings, files=files)
         _finish_wandb(logger, 0)
         return record.data
-    except BaseException as e:  # KeyboardInterrupt too: the record must say the run did not finish
-        err = unwrap(e)
+    except BaseException as e:  # signals and Ctrl-C too: the record must say the run did not finish
+        err = interrupt.from_exception(e) or unwrap(e)
         if rank_zero:
             record = record or records.RunRecord(run_dir, rid, config, kind=_kind_of_config(cfg))
             record.data["timings"]["wall_s"] = time.perf_counter() - t0
-            record.finish("failed", error=f"{type(err).__name__}: {err}")
+            status = "interrupted" if isinstance(err, interrupt.RunInterrupted) else "failed"
+            record.finish(status, error=f"{type(err).__name__}: {err}")
         _finish_wandb(logger, 1)
         if err is not e:
             raise err from None
@@ -165,9 +145,47 @@ def _kind_of_config(cfg: DictConfig) -> str:
 
 
 def instantiate_trainer(cfg: DictConfig, callbacks: list, logger, run_dir: Path) -> L.Trainer:
-    from actlab.run.build import instantiate_node
+    plugins = [] if cfg.trainer.get("plugins") else [ckpt_io.AtomicCheckpointIO()]
+    try:
+        return instantiate_node(cfg.trainer, callbacks=callbacks, logger=logger or False,
+                                default_root_dir=str(run_dir), **({"plugins": plugins} if plugins else {}))
+    except Exception as e:
+        err = unwrap(e)
+        if isinstance(err, (MisconfigurationException, RuntimeError)) and "accelerator" in cfg.trainer:
+            acc = cfg.trainer.get("accelerator")
+            raise ValueError(f"trainer.accelerator={acc} cannot run here ({str(err).strip().splitlines()[0]}); "
+                             "use trainer.accelerator=cpu (or auto)") from None
+        raise
 
-    return instantiate_node(cfg.trainer, callbacks=callbacks, logger=logger or False, default_root_dir=str(run_dir))
+
+def _resume_point(cfg: DictConfig, run_dir: Path, previous: dict | None, record) -> str | None:
+    """last.ckpt of an interrupted or failed run (force=true and resume=false start over). An unreadable
+    checkpoint is set aside and the run starts over, said in one line and in the record."""
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if not (cfg.resume and not cfg.force and previous is not None and previous.get("status") != "completed"
+            and last.exists()):
+        return None
+    why = ckpt_io.unreadable(last)
+    if why is None:
+        return str(last)
+    aside = ckpt_io.set_aside(last)
+    log.warning("checkpoint %s is unreadable (%s); kept as %s; starting over from epoch 0", last, why, aside.name)
+    if record is not None:
+        record.data["recovery"] = {"unreadable_checkpoint": str(aside.relative_to(run_dir)), "error": why,
+                                   "action": "restarted from epoch 0"}
+    return None
+
+
+def _check_result(trainer: L.Trainer, metrics: dict) -> None:
+    """A run counts only if it trained and its numbers are finite: otherwise it fails, it is never completed."""
+    if trainer.global_step == 0:
+        raise ValueError("no training step was taken (trainer.max_epochs, max_steps or limit_train_batches is 0, "
+                         "or the training set is empty); nothing to record as a result")
+    bad = {k: v for k, v in metrics.items() if not math.isfinite(v)}
+    if bad:
+        shown = ", ".join(f"{k}={v}" for k, v in sorted(bad.items()))
+        raise FloatingPointError(f"final metrics are not finite ({shown}): the run diverged; lower optim.lr "
+                                 "or try another margin")
 
 
 def _finish_wandb(logger, exit_code: int) -> None:

@@ -29,17 +29,19 @@ from actlab.run import distributed
 class JobResult(float):
     """The job's objective (NaN when there is none) with the outcome the sweep log keeps."""
 
-    def __new__(cls, value: float | None, run_id: str, status: str, error: str | None = None):
+    def __new__(cls, value: float | None, run_id: str, status: str, error: str | None = None,
+                exit_code: int | None = None):
         obj = super().__new__(cls, math.nan if value is None else value)
-        obj.run_id, obj.status, obj.error = run_id, status, error
+        obj.run_id, obj.status, obj.error, obj.exit_code = run_id, status, error, exit_code
         return obj
 
     def __reduce__(self):  # keep the outcome when a launcher pickles the result back (joblib, submitit)
         value = None if math.isnan(self) else float(self)
-        return (JobResult, (value, self.run_id, self.status, self.error))
+        return (JobResult, (value, self.run_id, self.status, self.error, self.exit_code))
 
     def outcome(self) -> dict:
-        return {"run_id": self.run_id, "status": self.status, "error": self.error}
+        out = {"run_id": self.run_id, "status": self.status, "error": self.error}
+        return out | ({"exit_code": self.exit_code} if self.exit_code is not None else {})
 
 
 def _outcome(job_return: JobReturn) -> dict:
@@ -54,8 +56,10 @@ class SweepLog(Callback):
 
     def __init__(self) -> None:
         self.path: str | None = None
+        self.pid: int | None = None  # the launching process
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        self.pid = os.getpid()
         folder = Path(config.paths.runs_dir) / "_sweeps"
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"{datetime.now():%Y%m%d-%H%M%S}-{os.getpid()}.jsonl"
@@ -65,37 +69,53 @@ class SweepLog(Callback):
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs) -> None:
         if not self.path or distributed.rank() != 0:  # rank 0 speaks for a DDP job
             return
-        line = json.dumps(_outcome(job_return)) + "\n"
+        outcome = _outcome(job_return)
+        line = json.dumps(outcome) + "\n"
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)  # concurrent jobs: whole lines
         try:
             os.write(fd, line.encode())
         finally:
             os.close(fd)
+        if outcome["status"] == "interrupted" and os.getpid() == self.pid:
+            # A signal to the process that runs the sweep (basic launcher) stops the sweep, not just one job.
+            report(Path(self.path))
+            raise SystemExit(outcome.get("exit_code") or 143)
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
-        if self.path and report(Path(self.path)):
-            raise SystemExit(1)
+        code = report(Path(self.path)) if self.path else 0
+        if code:
+            raise SystemExit(code)
 
 
 def outcomes(path: Path) -> list[dict]:
     return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
 
 
+STATUSES = ("completed", "skipped", "locked", "interrupted", "failed")
+
+
 def report(path: Path) -> int:
-    """Print the sweep's outcome; 1 if any job failed (or none reported), else 0."""
+    """Print the sweep's outcome and return its exit code: 1 if any job failed (or none reported), else
+    128 + N if one was stopped by signal N, else 75 if another live run holds some of its runs, else 0."""
     from rich.console import Console
 
     rows = outcomes(path)
     console = Console(stderr=True)
-    counts = {s: sum(r["status"] == s for r in rows) for s in ("completed", "skipped", "failed")}
+    counts = {s: sum(r["status"] == s for r in rows) for s in STATUSES}
     console.print(f"sweep: {len(rows)} jobs: {counts['completed']} completed, {counts['skipped']} skipped "
-                  f"(already done or duplicate), {counts['failed']} failed  [log: {path}]")
-    failed = [r for r in rows if r["status"] == "failed"]
-    if failed:  # plain lines, not a table: run ids must survive narrow terminals and grep
-        console.print("failed runs (their records say why; relaunch the sweep to retry them):")
-        for r in failed:
+                  f"(already completed or duplicate), {counts['locked']} locked (running elsewhere), "
+                  f"{counts['interrupted']} interrupted, {counts['failed']} failed  [log: {path}]",
+                  soft_wrap=True, markup=False)
+    bad = [r for r in rows if r["status"] in ("failed", "interrupted")]
+    if bad:  # plain lines, not a table: run ids must survive narrow terminals and grep
+        console.print("failed or interrupted runs (their records say why; relaunch the sweep to retry or resume):")
+        for r in bad:
             console.print(f"  {r['run_id']}: {(r['error'] or '')[:200]}", soft_wrap=True, markup=False)
-    return 1 if failed or not rows else 0
+    if counts["failed"] or not rows:
+        return 1
+    if counts["interrupted"]:
+        return next(r.get("exit_code") or 143 for r in rows if r["status"] == "interrupted")
+    return 75 if counts["locked"] else 0
 
 
 class JobSetup(Callback):

@@ -1,0 +1,53 @@
+"""Signals during a run: SIGTERM (SLURM preemption and time limits, `kill`) and SIGINT (Ctrl-C) end the
+run as `interrupted` (resumable) and the process with 128 + the signal number, never 0.
+
+Lightning's own SIGTERM handling raises SIGTERMException, a SystemExit with code 0, at the next batch
+boundary; `during_run` instead raises RunInterrupted at once (Lightning composes it with its handler
+during fit), and `from_exception` maps Lightning's exception and KeyboardInterrupt onto the same thing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+
+
+class RunInterrupted(Exception):
+    """The run was stopped by a signal; its record says `interrupted` and a relaunch resumes it."""
+
+    def __init__(self, signum: int):
+        self.signum = signum
+        self.exit_code = 128 + signum
+        super().__init__(f"interrupted by {signal.Signals(signum).name}; relaunch the same command to resume "
+                         "from the last checkpoint")
+
+
+def from_exception(err: BaseException) -> RunInterrupted | None:
+    """The RunInterrupted an exception stands for (Lightning's SIGTERMException, Ctrl-C), else None."""
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    if isinstance(err, RunInterrupted):
+        return err
+    if isinstance(err, SIGTERMException):
+        return RunInterrupted(signal.SIGTERM)
+    if isinstance(err, KeyboardInterrupt):
+        return RunInterrupted(signal.SIGINT)
+    return None
+
+
+@contextlib.contextmanager
+def during_run():
+    """SIGTERM raises RunInterrupted in the main thread for the duration of the block."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise RunInterrupted(signum)
+
+    old = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
