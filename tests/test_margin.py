@@ -9,7 +9,7 @@ import torch
 
 from actlab.callbacks.margin import MarginScheduler
 from actlab.margin import Constant, Cosine, Linear, Step, WarmupDecay
-from actlab.run import records
+from actlab.run import records, runid
 from actlab.run.lr_schedules import cosine, onecycle, step
 from actlab.run.runner import run
 
@@ -48,12 +48,15 @@ def test_linear_schedule_moves_every_helu_during_training(tmp_path, fashion_dir)
     assert math.isclose(margins[0], 0.2 * (1 - 2.5 / 18), rel_tol=1e-5)
 
 
-def test_schedule_on_relu_is_a_noop_and_says_so(tmp_path, fashion_dir, caplog):
+def test_schedule_on_relu_is_normalised_away_and_says_so(tmp_path, fashion_dir, caplog):
+    """ReLU has no margin: `margin=cosine` is dropped (with a message), so the run is plain ReLU's run_id."""
     caplog.set_level("INFO", logger="actlab")
     rec = run(make_cfg(tmp_path, *fashion(fashion_dir), "activation=relu", "margin=cosine", "trainer.max_epochs=1"))
     assert rec["status"] == "completed"
     assert "margin" not in records.read_history(tmp_path / "runs" / rec["run_id"])[0]
-    assert sum("no HeLU in the model" in r.message for r in caplog.records) == 1
+    assert sum("margin=cosine (only helu has a margin to schedule)" in r.message for r in caplog.records) == 1
+    plain = make_cfg(tmp_path, *fashion(fashion_dir), "activation=relu", "trainer.max_epochs=1")
+    assert rec["run_id"] == runid.run_id(plain) and rec["config"]["margin"] is None
 
 
 def _lrs(make, total=10, **kw):

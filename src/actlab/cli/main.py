@@ -19,6 +19,7 @@ COMMANDS = {
     "summarize": ("actlab.report.summarize", "comparison tables from run records"),
     "figures": ("actlab.report.figures", "the paper's figures from run records and benchmarks"),
     "int8": ("actlab.report.int8", "GLUE runs: dev scores in fp32 and dynamic INT8 on CPU, into their records"),
+    "migrate": ("actlab.report.migrate", "upgrade schema-1/2 run records in place to schema 3 (history.jsonl)"),
 }
 BENCHMARKS = {
     "activations": ("actlab.bench.activations", "activation op and ResNet-18 step: time and saved memory"),

@@ -23,7 +23,7 @@ from omegaconf import DictConfig
 from actlab.run import distributed, records, runid
 from actlab.run.build import CONF_DIR, unwrap
 from actlab.run.interrupt import RunInterrupted
-from actlab.run.runner import USER_ERRORS, RunSkipped, run
+from actlab.run.runner import RunSkipped, is_user_error, run
 from actlab.run.sweep import JobResult
 
 log = logging.getLogger("actlab")
@@ -62,7 +62,7 @@ def _hydra_main(cfg: DictConfig) -> JobResult:
         return JobResult(None, rid, "interrupted", f"{type(e).__name__}: {e}", exit_code=e.exit_code)
     except Exception as e:  # the record already says failed, with the error
         err = unwrap(e)
-        if isinstance(err, USER_ERRORS):
+        if is_user_error(err):
             print(f"actlab-train: error: {_one_line(err)}", file=sys.stderr)
         elif multirun:  # crash isolation: keep the traceback in the log, let the sweep go on
             log.exception("run %s failed", rid)

@@ -9,6 +9,7 @@ whatever the logger. Raises RunSkipped when the run_id already completed or anot
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
 import time
@@ -29,6 +30,12 @@ runid.register_resolver()
 # Errors that are the user's input, not a bug: reported in one line, without a traceback. Lightning's
 # MisconfigurationException covers trainer settings this machine cannot honour (accelerator=gpu on a CPU).
 USER_ERRORS = (ValueError, FileNotFoundError, FloatingPointError, TypeError, KeyError, MisconfigurationException)
+# OSErrors of the machine, not of actlab: one line with the path, too.
+DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
+
+
+def is_user_error(err: BaseException) -> bool:
+    return isinstance(err, USER_ERRORS) or (isinstance(err, OSError) and err.errno in DISK_ERRNOS)
 
 
 class RunSkipped(Exception):
@@ -127,7 +134,11 @@ def _fit(cfg: DictConfig, rid: str, run_dir: Path, config: dict, previous: dict 
             record = record or records.RunRecord(run_dir, rid, config, kind=_kind_of_config(cfg))
             record.data["timings"]["wall_s"] = time.perf_counter() - t0
             status = "interrupted" if isinstance(err, interrupt.RunInterrupted) else "failed"
-            record.finish(status, error=f"{type(err).__name__}: {err}")
+            try:
+                record.finish(status, error=f"{type(err).__name__}: {err}")
+            except OSError as write_err:  # a full or read-only disk: the last record on disk stays as it was
+                log.warning("could not write %s (%s); it still says %r", record.path, write_err,
+                            (records.read(run_dir) or {}).get("status"))
         _finish_wandb(logger, 1)
         if err is not e:
             raise err from None
