@@ -153,3 +153,16 @@ def test_record_stays_small_and_the_series_go_to_history_jsonl(tmp_path, fashion
         dead = json.loads(line)["dead"]
         assert {f"dead_fwd/{name}" for name in layers} <= set(dead)
         assert {f"train_dead_fwd/{name}" for name in layers} <= set(dead)
+
+
+def test_csv_logger_keeps_the_rows_logged_before_an_interruption(tmp_path, fashion_dir):
+    import csv
+
+    over = [*fashion(fashion_dir), "trainer.max_epochs=3", "logger=csv"]
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run(make_cfg(tmp_path, *over), callbacks=[_CrashAtEpoch(2)])
+    rec = run(make_cfg(tmp_path, *over))
+    with open(tmp_path / "runs" / rec["run_id"] / "csv" / "metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    epochs = sorted({int(float(r["epoch"])) for r in rows if r.get("val/acc")})
+    assert epochs == [0, 1, 2]  # epochs 0 and 1 ran before the crash, epoch 2 after the resume

@@ -192,9 +192,9 @@ def build_callbacks(cfg: DictConfig) -> dict:
     return out
 
 
-def build_logger(cfg: DictConfig, run_dir: Path, run_id: str, config: dict):
-    """The experiment logger (W&B, CSV) or None for logger=none."""
+def build_logger(cfg: DictConfig, run_dir: Path, run_id: str, config: dict, resuming: bool = False):
+    """The experiment logger (W&B, CSV) or None for logger=none; `resuming` keeps what it logged before."""
     if not cfg.get("logger") or "_target_" not in cfg.logger:
         return None
     return instantiate_node(cfg.logger, save_dir=str(run_dir), run_id=run_id, hparams=config,
-                            tags=list(cfg.get("tags") or []))
+                            tags=list(cfg.get("tags") or []), resuming=resuming)

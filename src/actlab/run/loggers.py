@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv as _csv
 import os
 from pathlib import Path
 
@@ -26,7 +27,7 @@ def wandb_mode(mode: str | None = None) -> str:
 
 
 def wandb(*, save_dir: str, run_id: str, hparams: dict, project: str = "actlab", entity: str | None = None,
-          mode: str | None = None, tags: list | None = None) -> WandbLogger:
+          mode: str | None = None, tags: list | None = None, resuming: bool = False) -> WandbLogger:
     """A WandbLogger whose run id follows run_id, so a resumed run continues the same W&B run."""
     wid = "".join(c if c.isalnum() or c in "-_" else "_" for c in run_id)[-64:]
     return WandbLogger(
@@ -35,8 +36,16 @@ def wandb(*, save_dir: str, run_id: str, hparams: dict, project: str = "actlab",
     )
 
 
-def csv(*, save_dir: str, run_id: str, hparams: dict, tags: list | None = None) -> CSVLogger:
-    """metrics.csv under `<run dir>/csv/`."""
+def csv(*, save_dir: str, run_id: str, hparams: dict, tags: list | None = None, resuming: bool = False) -> CSVLogger:
+    """metrics.csv under `<run dir>/csv/`. Lightning's CSV writer deletes an existing metrics.csv when it
+    starts; a resumed run keeps the rows of the epochs before its interruption (they are re-logged first)."""
     logger = CSVLogger(save_dir=save_dir, name="csv", version="")
+    path = Path(logger.log_dir) / "metrics.csv"
+    old_rows = []
+    if resuming and path.is_file():
+        with open(path, newline="") as f:
+            old_rows = list(_csv.DictReader(f))
+    writer = logger.experiment  # creating the writer is what deletes the old file
+    writer.metrics = [{k: v for k, v in row.items() if v != ""} for row in old_rows] + writer.metrics
     logger.log_hyperparams(hparams)
     return logger

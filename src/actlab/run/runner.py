@@ -96,12 +96,12 @@ def _fit(cfg: DictConfig, rid: str, run_dir: Path, config: dict, previous: dict 
         if history is not None and rank_zero:
             history.on_epoch = lambda rows: record.write_history(
                 records.merge_history(rows, getattr(monitor, "history", [])))
-        logger = build_logger(cfg, run_dir, rid, config)
-        trainer = instantiate_trainer(cfg, [*named.values(), *extra], logger, run_dir)
-
         resume_from = _resume_point(cfg, run_dir, previous, record)
         if resume_from:
             log.info("resuming %s from %s", rid, resume_from)
+        logger = build_logger(cfg, run_dir, rid, config, resuming=resume_from is not None)
+        trainer = instantiate_trainer(cfg, [*named.values(), *extra], logger, run_dir)
+
         t_fit = time.perf_counter()
         trainer.fit(task, datamodule=dm, ckpt_path=resume_from, weights_only=False)
         fit_s = time.perf_counter() - t_fit
