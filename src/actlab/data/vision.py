@@ -8,7 +8,9 @@ transforms and loaders are shared (base.py). Used from Hydra configs, e.g.
 
 from __future__ import annotations
 
+import gzip
 import warnings
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -91,7 +93,11 @@ def _uncompressed(files: dict[str, Path], cache: Path) -> Path:
     dest = cache / "fashion_mnist" / fingerprint(files.values())
     for name, src in files.items():
         if not (dest / name).is_file():
-            atomic_copy(src, dest / name, gunzip=src.suffix == ".gz")
+            try:
+                atomic_copy(src, dest / name, gunzip=src.suffix == ".gz")
+            except (EOFError, zlib.error, gzip.BadGzipFile) as e:
+                raise ValueError(f"{src}: truncated or corrupt gzip ({e}); copy the official file again "
+                                 "(or reinstall dataset-fashion-mnist)") from None
     return dest
 
 
@@ -132,7 +138,12 @@ class FashionMNISTData(VisionDataModule):
         )
 
     def _load(self, location: Path, train: bool) -> FashionMNIST:
-        return _FashionMNISTFolder(location, train=train)
+        try:
+            return _FashionMNISTFolder(location, train=train)
+        except (RuntimeError, ValueError, EOFError, IndexError) as e:  # torchvision's IDX reader on a bad file
+            which = "train" if train else "t10k"
+            raise ValueError(f"{location}/{which}-*-idx*-ubyte: not a valid IDX file ({str(e).splitlines()[0]}); "
+                             "copy the official Fashion-MNIST files again") from None
 
 
 # ----------------------------------------------------------------------------- CIFAR

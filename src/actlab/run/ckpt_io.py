@@ -8,6 +8,7 @@ resume; `set_aside` keeps a bad one under another name instead of deleting evide
 
 from __future__ import annotations
 
+import io
 from datetime import datetime
 from pathlib import Path
 
@@ -18,12 +19,15 @@ from actlab import atomic
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """torch.save into a temp file beside the target, fsync, rename."""
+    """torch.save into memory, then into a temp file beside the target, fsync, rename. Serialising first
+    (as Lightning does) makes a full disk an OSError (ENOSPC) instead of torch's zip-writer RuntimeError."""
 
     def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
         if storage_options is not None:
             raise TypeError(f"{type(self).__name__} takes no storage_options, got {storage_options!r}")
-        atomic.write_with(path, lambda f: torch.save(checkpoint, f))
+        buffer = io.BytesIO()
+        torch.save(checkpoint, buffer)
+        atomic.write_with(path, lambda f: f.write(buffer.getbuffer()))
 
 
 def unreadable(path: Path) -> str | None:

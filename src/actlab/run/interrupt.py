@@ -38,7 +38,8 @@ def from_exception(err: BaseException) -> RunInterrupted | None:
 
 @contextlib.contextmanager
 def during_run():
-    """SIGTERM raises RunInterrupted in the main thread for the duration of the block."""
+    """SIGTERM and SIGINT raise RunInterrupted in the main thread for the duration of the block (Lightning
+    turns a KeyboardInterrupt into exit code 1; an exception of ours passes through it)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -46,8 +47,9 @@ def during_run():
     def handler(signum, frame):
         raise RunInterrupted(signum)
 
-    old = signal.signal(signal.SIGTERM, handler)
+    old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, old)
+        for s, h in old.items():
+            signal.signal(s, h)
