@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -10,7 +13,15 @@ from actlab.run.runner import run
 from actlab.tasks.glue import glue_metrics, glue_score
 
 from compose import make_cfg
-from text_formats import COLUMNS, data_files_override, glue_rows, write_glue, write_rows
+from text_formats import COLUMNS, data_files_override, glue_rows, write_bad, write_glue, write_rows
+
+try:  # GLUE's own scorer; compared against where the venv has it (not a dependency of actlab)
+    from sklearn.metrics import matthews_corrcoef
+except ImportError:  # pragma: no cover - the hand-computed answers still run
+    matthews_corrcoef = None
+
+# CoLA dev's label mix: 721 acceptable (1), 322 unacceptable (0) of 1043.
+COLA_DEV = torch.tensor([1] * 721 + [0] * 322)
 
 # Metric keys a GLUE run must record, per task (each also as val/...; plus */loss and */score).
 EXPECTED = {
@@ -26,11 +37,38 @@ def glue_cfg(tmp_path, files, task, *extra):
 
 
 # -- metrics: known answers ----------------------------------------------------------------------
+def mcc(preds, target) -> float:
+    m = glue_metrics("cola")
+    m.update(torch.as_tensor(preds), torch.as_tensor(target))
+    return float(m.compute()["mcc"])
+
+
 def test_cola_mcc_known_answer():
     # TP=3, FN=1, TN=3, FP=1: MCC = (3*3 - 1*1) / sqrt(4*4*4*4) = 8/16
-    m = glue_metrics("cola")
-    m.update(torch.tensor([1, 1, 1, 0, 0, 0, 0, 1]), torch.tensor([1, 1, 1, 1, 0, 0, 0, 0]))
-    assert float(m.compute()["mcc"]) == pytest.approx(0.5)
+    assert mcc([1, 1, 1, 0, 0, 0, 0, 1], [1, 1, 1, 1, 0, 0, 0, 0]) == pytest.approx(0.5)
+    # TP=5, FN=2, FP=1, TN=4: (5*4 - 1*2) / sqrt((5+1)(5+2)(4+1)(4+2)) = 18/sqrt(1260)
+    preds, target = [1] * 5 + [0] * 2 + [1] + [0] * 4, [1] * 7 + [0] * 5
+    assert mcc(preds, target) == pytest.approx(18 / math.sqrt(1260))
+    if matthews_corrcoef is not None:
+        assert mcc(preds, target) == pytest.approx(matthews_corrcoef(target, preds))
+
+
+def test_cola_mcc_of_a_constant_predictor_is_zero_as_in_glue():
+    """GLUE's scorer (scikit-learn) gives 0 when predictions or labels are constant (MCC's denominator is 0);
+    torchmetrics' own special case gave +-0.0256 on CoLA dev's label mix, and 1 or -1 for constant labels."""
+    ones, zeros = torch.ones_like(COLA_DEV), torch.zeros_like(COLA_DEV)
+    assert mcc(ones, COLA_DEV) == 0.0
+    assert mcc(zeros, COLA_DEV) == 0.0
+    assert mcc(ones, ones) == 0.0  # constant labels, predicted right: still no correlation to measure
+    assert mcc(ones, zeros) == 0.0
+    assert mcc(COLA_DEV, ones) == 0.0
+    assert mcc([0, 0, 1], [1, 1, 0]) == pytest.approx(-1.0)  # denominator > 0: the ordinary formula
+    if matthews_corrcoef is not None:
+        gen = torch.Generator().manual_seed(0)
+        for n in (1, 2, 3, 5, 40):
+            for _ in range(50):
+                p, t = torch.randint(0, 2, (n,), generator=gen), torch.randint(0, 2, (n,), generator=gen)
+                assert mcc(p, t) == pytest.approx(matthews_corrcoef(t.numpy(), p.numpy()), abs=1e-6), (p, t)
 
 
 def test_mrpc_acc_f1_and_score_known_answer():
@@ -49,6 +87,59 @@ def test_stsb_pearson_and_spearman_differ_on_a_monotone_nonlinear_relation():
     values = {k: float(v) for k, v in m.compute().items()}
     assert values["spearman"] == pytest.approx(1.0)
     assert 0.85 < values["pearson"] < 0.99
+
+
+def correlations(preds, target) -> dict[str, float]:
+    m = glue_metrics("stsb")
+    m.update(torch.as_tensor(preds, dtype=torch.float32), torch.as_tensor(target, dtype=torch.float32))
+    return {k: float(v) for k, v in m.compute().items()}
+
+
+def test_stsb_constant_prediction_scores_zero_not_nan():
+    """A regression model that collapsed to one output has no rank or linear relation to the scores: recorded as
+    correlation 0 (a completed run with no skill, score 0), not scipy's NaN, which GLUE's scorer would report and
+    which would mark the run failed and drop it from means. Only an exactly constant input is treated so."""
+    from scipy.stats import pearsonr, spearmanr
+
+    target = [float(i % 6) for i in range(30)]
+    constant = [2.5] * 30
+    assert math.isnan(spearmanr(constant, target)[0]) and math.isnan(pearsonr(constant, target)[0])  # GLUE's
+    assert correlations(constant, target) == {"pearson": 0.0, "spearman": 0.0}
+    assert correlations(target, [3.0] * 30) == {"pearson": 0.0, "spearman": 0.0}  # constant gold scores
+    assert glue_score(correlations(constant, target)) == 0.0
+    nearly = [2.5] * 29 + [2.75]  # not constant: the ordinary coefficients, as scipy computes them
+    values = correlations(nearly, target)
+    assert values["pearson"] == pytest.approx(pearsonr(nearly, target)[0], abs=1e-5)
+    assert values["spearman"] == pytest.approx(spearmanr(nearly, target)[0], abs=1e-5)
+
+
+def synced_over_two_ranks(task: str, name: str, rank0, rank1) -> float:
+    """Metric `name` of `task` as DDP rank 0 computes it: torchmetrics gathers each state with rank 1's."""
+    other = glue_metrics(task)[name]
+    other.update(*rank1)
+    theirs = iter([torch.cat(v) if isinstance(v, list) else v for v in other.metric_state.values()])
+    metric = glue_metrics(task, dist_sync_fn=lambda t, group=None: [t, next(theirs)],
+                          distributed_available_fn=lambda: True)[name]
+    metric.update(*rank0)
+    return float(metric.compute())
+
+
+def test_constant_input_is_judged_over_all_ranks():
+    from scipy.stats import pearsonr, spearmanr
+
+    half = len(COLA_DEV) // 2
+    ones = torch.ones_like(COLA_DEV)
+    assert synced_over_two_ranks("cola", "mcc", (ones[:half], COLA_DEV[:half]),
+                                 (ones[half:], COLA_DEV[half:])) == 0.0
+    target = torch.arange(20, dtype=torch.float32) % 6
+    varying = torch.linspace(0, 5, 10)
+    for name, scipy_fn in (("pearson", pearsonr), ("spearman", spearmanr)):
+        assert synced_over_two_ranks("stsb", name, (torch.full((10,), 2.5), target[:10]),
+                                     (torch.full((10,), 2.5), target[10:])) == 0.0
+        # constant on rank 0 only: the whole prediction varies, so the ordinary coefficient
+        value = synced_over_two_ranks("stsb", name, (torch.full((10,), 2.5), target[:10]), (varying, target[10:]))
+        whole = torch.cat([torch.full((10,), 2.5), varying])
+        assert value == pytest.approx(scipy_fn(whole, target)[0], abs=1e-5)
 
 
 def test_mnli_accuracy_counts_three_classes():
@@ -152,6 +243,61 @@ def test_label_out_of_range(task, bad, tmp_path):
     write_rows(tmp_path / task / "train.csv", rows)
     with pytest.raises(ValueError, match=r"1 label\(s\) out of range \(row 3"):
         run(glue_cfg(tmp_path, files, task))
+
+
+def setup_error(files: dict[str, str], task: str = "rte") -> str:
+    """The message GLUEData.setup() raises for these files (it must raise ValueError or FileNotFoundError)."""
+    with pytest.raises((ValueError, FileNotFoundError)) as info:
+        GLUEData(task, "bert-base-uncased", data_files=files, batch_size=4).setup()
+    return str(info.value)
+
+
+@pytest.mark.parametrize("fmt", ["csv", "tsv", "jsonl", "parquet"])
+@pytest.mark.parametrize(("case", "says"), [
+    ("empty", ": empty file; "),
+    ("binary", ": not a readable "),
+    ("no_rows", ": no rows"),
+    ("string_labels", ": column 'label' holds strings ('yes'); GLUE labels are integers 0..1 "
+                      "(RTE: 0=entailment, 1=not_entailment)"),
+])
+def test_bad_data_file_is_one_line_naming_it(case, says, fmt, tmp_path):
+    files = write_glue(tmp_path, "rte", n_train=8, n_eval=8, fmt=fmt)
+    write_bad(Path(files["validation"]), case)
+    msg = setup_error(files)
+    assert msg.startswith(files["validation"] + says), msg
+    assert "\n" not in msg
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+@pytest.mark.parametrize("split", ["train", "validation"])
+def test_label_column_missing_from_one_split(split, fmt, tmp_path):
+    files = write_glue(tmp_path, "rte", n_train=8, n_eval=8, fmt=fmt)
+    write_rows(Path(files[split]), [{k: v for k, v in r.items() if k != "label"} for r in glue_rows("rte", 8)])
+    msg = setup_error(files)
+    assert msg.startswith(f"{files[split]}: no 'label' column in split {split} "), msg
+    assert "\n" not in msg
+
+
+def test_stsb_string_scores_name_the_range(tmp_path):
+    files = write_glue(tmp_path, "stsb", n_train=8, n_eval=8)
+    write_rows(Path(files["train"]), [{**r, "label": "high"} for r in glue_rows("stsb", 8)])
+    msg = setup_error(files, "stsb")
+    assert msg.startswith(f"{files['train']}: column 'label' holds strings ('high'); STS-B labels are similarity "
+                          "scores in [0, 5]"), msg
+
+
+@pytest.mark.parametrize("case", ["empty", "string_labels"])
+def test_bad_data_file_fails_the_run_with_one_line(case, tmp_path):
+    from actlab.run import records
+
+    files = write_glue(tmp_path, "rte", n_train=8, n_eval=8)
+    write_bad(Path(files["train"]), case)
+    with pytest.raises(ValueError) as info:
+        run(glue_cfg(tmp_path, files, "rte"))
+    (rec,) = [records.read(p.parent) for p in (tmp_path / "runs").glob("*/record.json")]
+    assert rec["status"] == "failed"
+    assert rec["error"] == f"ValueError: {info.value}"
+    assert rec["error"].startswith(f"ValueError: {files['train']}: ") and "\n" not in rec["error"]
 
 
 def test_tokenizer_override_that_is_not_the_models(glue_files, tmp_path):

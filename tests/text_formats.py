@@ -93,3 +93,34 @@ def write_corpus(path: Path, n_lines: int = 200, seed: int = 0) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+# Bytes no text or Parquet reader accepts: invalid UTF-8 from the first byte, no Parquet magic.
+BINARY = bytes(range(0x80, 0x100)) * 4
+BAD_FILES = ("empty", "binary", "no_rows", "string_labels")
+
+
+def write_bad(path: Path, case: str, task: str = "rte") -> Path:
+    """A GLUE data file that is bad in one way (BAD_FILES), in the format the suffix names.
+
+    `no_rows`: CSV/TSV a header line alone, Parquet a schema without rows, JSON lines blank lines.
+    `string_labels`: labels as words ("yes"/"no"), as some exports of GLUE write them.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if case == "empty":
+        path.write_bytes(b"")
+    elif case == "binary":
+        path.write_bytes(BINARY)
+    elif case == "no_rows":
+        if path.suffix in (".jsonl", ".json"):
+            path.write_text("\n\n")
+        elif path.suffix == ".parquet":
+            pd.DataFrame(glue_rows(task, 2)).iloc[:0].to_parquet(path, index=False)
+        else:
+            write_rows(path, glue_rows(task, 2))
+            path.write_text(path.read_text().splitlines()[0] + "\n")
+    elif case == "string_labels":
+        write_rows(path, [{**r, "label": "no" if r["label"] else "yes"} for r in glue_rows(task, 8)])
+    else:
+        raise ValueError(f"unknown bad-file case {case!r}; choose from {BAD_FILES}")
+    return path

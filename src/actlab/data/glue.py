@@ -5,6 +5,10 @@
 
 GLUE's test labels are hidden, so validation and test both evaluate the dev split(s) (what papers,
 the HeLU paper included, report); MNLI evaluates matched and mismatched dev sets.
+
+Local files are checked one by one before tokenising: a file that is empty, unreadable, has no rows,
+lacks a column, or holds labels that are not GLUE's (words such as "entailment", out-of-range numbers)
+raises one line naming the file and the fix, before any training starts.
 """
 
 from __future__ import annotations
@@ -19,25 +23,32 @@ from actlab.data.text import TextDataModule, load_hub, load_local, normalise_fil
 
 @dataclass(frozen=True)
 class GlueTask:
-    """A GLUE task: its text columns, label count (1 = regression), metrics and dev splits."""
+    """A GLUE task: its name, text columns, class names (none = regression), metrics and dev splits."""
 
+    title: str
     text: tuple[str, str | None]
-    num_labels: int
+    classes: tuple[str, ...]  # label k means classes[k], as nyu-mll/glue's ClassLabel
     metrics: tuple[str, ...]
     eval_splits: tuple[tuple[str, str], ...] = (("", "validation"),)  # (metric suffix, split name)
 
+    @property
+    def num_labels(self) -> int:
+        """Model outputs: one per class, or 1 for a regression task (STS-B)."""
+        return len(self.classes) or 1
 
+
+_NLI = ("entailment", "not_entailment")
 TASKS: dict[str, GlueTask] = {
-    "cola": GlueTask(("sentence", None), 2, ("mcc",)),
-    "sst2": GlueTask(("sentence", None), 2, ("acc",)),
-    "mrpc": GlueTask(("sentence1", "sentence2"), 2, ("acc", "f1")),
-    "qqp": GlueTask(("question1", "question2"), 2, ("acc", "f1")),
-    "stsb": GlueTask(("sentence1", "sentence2"), 1, ("pearson", "spearman")),
-    "mnli": GlueTask(("premise", "hypothesis"), 3, ("acc",),
+    "cola": GlueTask("CoLA", ("sentence", None), ("unacceptable", "acceptable"), ("mcc",)),
+    "sst2": GlueTask("SST-2", ("sentence", None), ("negative", "positive"), ("acc",)),
+    "mrpc": GlueTask("MRPC", ("sentence1", "sentence2"), ("not_equivalent", "equivalent"), ("acc", "f1")),
+    "qqp": GlueTask("QQP", ("question1", "question2"), ("not_duplicate", "duplicate"), ("acc", "f1")),
+    "stsb": GlueTask("STS-B", ("sentence1", "sentence2"), (), ("pearson", "spearman")),
+    "mnli": GlueTask("MNLI", ("premise", "hypothesis"), ("entailment", "neutral", "contradiction"), ("acc",),
                      (("_m", "validation_matched"), ("_mm", "validation_mismatched"))),
-    "qnli": GlueTask(("question", "sentence"), 2, ("acc",)),
-    "rte": GlueTask(("sentence1", "sentence2"), 2, ("acc",)),
-    "wnli": GlueTask(("sentence1", "sentence2"), 2, ("acc",)),
+    "qnli": GlueTask("QNLI", ("question", "sentence"), _NLI, ("acc",)),
+    "rte": GlueTask("RTE", ("sentence1", "sentence2"), _NLI, ("acc",)),
+    "wnli": GlueTask("WNLI", ("sentence1", "sentence2"), _NLI[::-1], ("acc",)),
 }
 STSB_RANGE = (0.0, 5.0)
 _KEEP = ("input_ids", "token_type_ids", "attention_mask", "labels")
@@ -82,30 +93,45 @@ class GLUEData(TextDataModule):
         missing = [s for s in needed if s not in self.data_files]
         if missing:
             raise ValueError(f"dataset.data_files for {self.task} lacks splits {missing}; give {needed}")
-        return load_local({s: self.data_files[s] for s in needed})
+        hint = f"GLUE {self.task} files need columns {', '.join(self._columns())} and one example per row"
+        return load_local({s: self.data_files[s] for s in needed}, hint=hint, check=self._check)
 
     def _columns(self) -> list[str]:
         return [c for c in self.spec.text if c] + ["label"]
 
-    def _check(self, ds, split: str) -> None:
-        """Required columns present and labels in range: one clear error instead of a crash mid-training."""
+    def _labels_meant(self) -> str:
+        """What GLUE's labels are for this task, for error messages."""
+        if not self.spec.classes:
+            lo, hi = STSB_RANGE
+            return f"{self.spec.title} labels are similarity scores in [{lo:g}, {hi:g}]"
+        names = ", ".join(f"{k}={name}" for k, name in enumerate(self.spec.classes))
+        return f"GLUE labels are integers 0..{self.num_labels - 1} ({self.spec.title}: {names})"
+
+    def _check(self, ds, where: str, split: str) -> None:
+        """Columns present and labels GLUE's (`where`: the file, or the hub dataset): one line, not a crash."""
         missing = [c for c in self._columns() if c not in ds.column_names]
+        if missing == ["label"]:
+            raise ValueError(f"{where}: no 'label' column in split {split} (found {ds.column_names}); GLUE "
+                             f"{self.task} needs {self._columns()} in every split (GLUE's test files have no labels: "
+                             f"use the dev set)")
         if missing:
-            raise ValueError(f"GLUE {self.task} {split}: column(s) {missing} missing (found {ds.column_names}); "
-                             f"{self.task} needs {self._columns()}")
-        labels = torch.as_tensor(ds["label"], dtype=torch.float64)
+            raise ValueError(f"{where}: column(s) {missing} missing in split {split} (found {ds.column_names}); "
+                             f"GLUE {self.task} needs {self._columns()}")
+        values = ds["label"]
+        word = next((v for v in values if isinstance(v, str)), None)
+        if word is not None:
+            raise ValueError(f"{where}: column 'label' holds strings ({word!r}); {self._labels_meant()}")
+        # None: a JSON null or a missing cell where the reader kept the column's type.
+        labels = torch.tensor([float("nan") if v is None else float(v) for v in values], dtype=torch.float64)
         if self.num_labels == 1:
             lo, hi = STSB_RANGE
             bad = (labels < lo) | (labels > hi) | labels.isnan()
-            expect = f"scores in [{lo:g}, {hi:g}]"
         else:
             bad = (labels < 0) | (labels >= self.num_labels) | (labels != labels.round())
-            expect = f"integer labels 0..{self.num_labels - 1}"
         if bad.any():
             i = int(bad.nonzero()[0])
-            raise ValueError(f"GLUE {self.task} {split}: {int(bad.sum())} label(s) out of range (row {i}: "
-                             f"{ds['label'][i]!r}); {self.task} needs {expect} (hidden test labels are -1: "
-                             f"use the validation split)")
+            raise ValueError(f"{where}: {int(bad.sum())} label(s) out of range (row {i}: {values[i]!r}) in split "
+                             f"{split}; {self._labels_meant()} (hidden test labels are -1: use the dev set)")
 
     def _tokenise(self, ds):
         a, b = self.spec.text
@@ -125,11 +151,12 @@ class GLUEData(TextDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.train_dataset is not None:
             return
-        raw = self._raw()
+        raw = self._raw()  # local files are checked as they are read
         for _, split in (("", "train"), *self.spec.eval_splits):
             if split not in raw:
                 raise ValueError(f"GLUE {self.task}: no {split!r} split (found {list(raw)})")
-            self._check(raw[split], split)
+            if self.data_files is None:
+                self._check(raw[split], f"nyu-mll/glue/{self.task}", split)
         self.train_dataset = self._tokenise(self.first(raw["train"], self.subset))
         self.eval_datasets = {suffix: self._tokenise(self.first(raw[split], self.eval_subset))
                               for suffix, split in self.spec.eval_splits}

@@ -1,12 +1,14 @@
 """What the text data modules share: loading splits from the hub or local files, padding, loaders.
 
 Local files (`dataset.data_files`) are read by `datasets`' own builders (csv/tsv, json/jsonl, parquet,
-txt), so a user's copy of GLUE or a text corpus needs no network and gets `datasets`' cache.
+txt), so a user's copy of GLUE or a text corpus needs no network and gets `datasets`' cache. Each file
+is read on its own, so a bad one (empty, unreadable, no rows, wrong columns) is named in a one-line
+error instead of a `datasets` traceback about the whole dataset.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,8 @@ from actlab.data.base import EpochShuffle, check_int
 
 BUILDERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet",
             ".txt": "text"}
+FORMAT_NAMES = {".csv": "CSV", ".tsv": "TSV", ".json": "JSON", ".jsonl": "JSON lines", ".parquet": "Parquet",
+                ".txt": "text"}
 
 
 def _as_files(value: Any, key: str) -> list[str]:
@@ -40,9 +44,14 @@ def normalise_files(data_files: Any, default_split: str = "train") -> dict[str, 
     return files
 
 
-def load_local(files: dict[str, list[str]]):
-    """A DatasetDict from local files, one builder for all of them (chosen by the file extension)."""
-    from datasets import load_dataset
+def load_local(files: dict[str, list[str]], *, hint: str = "",
+               check: Callable[[Any, str, str], None] | None = None):
+    """A DatasetDict from local files, one builder for all of them (chosen by the file extension).
+
+    Every file is loaded and checked by itself: a bad one raises ValueError "PATH: what is wrong; `hint`"
+    (one line). `check(dataset, path, split)` is run on each file's rows before a split's files are joined.
+    """
+    from datasets import DatasetDict
 
     suffixes = {Path(p).suffix.lower() for paths in files.values() for p in paths}
     unknown = suffixes - BUILDERS.keys()
@@ -53,7 +62,80 @@ def load_local(files: dict[str, list[str]]):
         raise ValueError(f"dataset.data_files mixes formats {sorted(suffixes)}; give every split in one format")
     builder = builders.pop()
     kwargs = {"delimiter": "\t"} if suffixes == {".tsv"} else {}
-    return load_dataset(builder, data_files=files, **kwargs)
+    splits = {}
+    for split, paths in files.items():
+        parts = []
+        for path in paths:
+            ds = _load_file(builder, path, split, kwargs, hint)
+            if check is not None:
+                check(ds, path, split)
+            parts.append(ds)
+        splits[split] = _join(parts, paths, split)
+    return DatasetDict(splits)
+
+
+def _load_file(builder: str, path: str, split: str, kwargs: dict, hint: str):
+    from datasets import load_dataset
+
+    fix = f"; {hint}" if hint else ""
+    if Path(path).stat().st_size == 0:
+        raise ValueError(f"{path}: empty file{fix}")
+    try:
+        ds = load_dataset(builder, data_files={split: [path]}, split=split, **kwargs)
+    except Exception as e:  # noqa: BLE001 - whatever the reader raised, the user needs the file and the fix
+        if _has_no_rows(path):
+            raise ValueError(f"{path}: no rows{_header_note(path)}{fix}") from None
+        raise ValueError(f"{path}: not a readable {FORMAT_NAMES[Path(path).suffix.lower()]} file "
+                         f"({_one_line(e)}){fix}") from None
+    if len(ds) == 0:
+        raise ValueError(f"{path}: no rows{_header_note(path)}{fix}")
+    return ds
+
+
+def _has_no_rows(path: str) -> bool:
+    """Whether a file `datasets` could not read is well formed but holds no rows (a header alone, blank lines)."""
+    suffix = Path(path).suffix.lower()
+    try:
+        if suffix in (".csv", ".tsv"):
+            import pandas as pd
+
+            return pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",", nrows=1).empty
+        if suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            return pq.ParquetFile(path).metadata.num_rows == 0
+        return not Path(path).read_text().strip()
+    except Exception:  # noqa: BLE001 - unreadable: the caller reports it as such
+        return False
+
+
+def _header_note(path: str) -> str:
+    return " (a header line alone)" if Path(path).suffix.lower() in (".csv", ".tsv") else ""
+
+
+def _one_line(e: BaseException) -> str:
+    """The reader's own complaint, on one line and short ("UnicodeDecodeError: 'utf-8' codec can't ...")."""
+    cause = e.__cause__ or e  # `datasets` wraps the reader's error in DatasetGenerationError
+    text = " ".join(str(cause).split())
+    text = text if len(text) <= 120 else text[:117] + "..."
+    return f"{type(cause).__name__}: {text}" if text else type(cause).__name__
+
+
+def _join(parts: list, paths: list[str], split: str):
+    """One split from its files' datasets, which must have the same columns and types."""
+    from datasets import concatenate_datasets
+
+    if len(parts) == 1:
+        return parts[0]
+    for ds, path in zip(parts[1:], paths[1:]):
+        if ds.features != parts[0].features:
+            raise ValueError(f"{path}: columns {_schema(ds)} differ from {paths[0]}'s {_schema(parts[0])}; "
+                             f"give every file of split {split} the same columns and types")
+    return concatenate_datasets(parts)
+
+
+def _schema(ds) -> str:
+    return "{" + ", ".join(f"{k}: {getattr(v, 'dtype', type(v).__name__)}" for k, v in ds.features.items()) + "}"
 
 
 def load_hub(path: str, name: str | None, *, hint: str):

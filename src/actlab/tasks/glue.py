@@ -4,11 +4,22 @@ Metrics (torchmetrics, on the dev split(s); values in [0, 1] or [-1, 1], as the 
 CoLA `mcc`; STS-B `pearson`, `spearman` (regression, 1 output, MSE loss); MRPC and QQP `acc`, `f1`
 (positive class); the rest `acc`; MNLI `acc_m` and `acc_mm`. `score` follows the GLUE convention:
 the mean of a task's metrics (MNLI: of matched and mismatched accuracy).
+
+A model that collapsed to one output (constant predictions), or constant gold labels, scores 0:
+- CoLA's MCC is 0 when its denominator is 0, as in GLUE's scorer (scikit-learn); torchmetrics' own
+  special case gives +-0.0256 for a constant predictor on CoLA dev's label mix (and +-1 for constant labels).
+- STS-B's Pearson and Spearman are 0 where GLUE's scorer (scipy) gives NaN. A collapsed regression
+  model is a completed run with no skill, not a failed one: NaN would mark the run failed (its final
+  metrics are not finite) and drop it from means, flattering the configuration that collapsed; 0 is
+  what the MCC convention gives the same collapse on CoLA. Only exactly constant input is treated so;
+  near-constant predictions get the ordinary coefficients.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -21,17 +32,67 @@ from actlab.data.glue import task_spec
 from actlab.tasks.base import TrainTask
 
 
-def glue_metrics(task: str) -> MetricCollection:
-    """The torchmetrics GLUE defines for `task`, fed predicted labels (or scores for STS-B)."""
+class GlueMCC(BinaryMatthewsCorrCoef):
+    """Matthews correlation as GLUE's scorer (scikit-learn) computes it: 0 when its denominator is 0.
+
+    The confusion matrix is torchmetrics' (state summed across DDP ranks); only the reduction differs.
+    """
+
+    def compute(self) -> torch.Tensor:
+        (tn, fp), (fn, tp) = self.confmat.tolist()  # exact integer counts: no float rounding before the products
+        denominator = (tp + fp) * (tp + fn) * (tn + fp) * (tn + fn)
+        value = (tp * tn - fp * fn) / math.sqrt(denominator) if denominator else 0.0
+        return torch.tensor(value, dtype=torch.float32, device=self.confmat.device)
+
+
+class _ZeroIfConstant:
+    """Mixin for a correlation metric: 0 when the predictions or the targets (over all ranks) are constant.
+
+    Tracks their minima and maxima as extra states, reduced across DDP ranks by min/max.
+    """
+
+    def __init__(self, **kwargs: Any):
+        super().__init__(**kwargs)
+        for name, reduce, start in (("preds_min", "min", math.inf), ("preds_max", "max", -math.inf),
+                                    ("target_min", "min", math.inf), ("target_max", "max", -math.inf)):
+            self.add_state(name, default=torch.tensor(start), dist_reduce_fx=reduce)
+
+    def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:
+        super().update(preds, target)
+        if preds.numel():
+            self.preds_min = torch.minimum(self.preds_min, preds.detach().min().float())
+            self.preds_max = torch.maximum(self.preds_max, preds.detach().max().float())
+            self.target_min = torch.minimum(self.target_min, target.detach().min().float())
+            self.target_max = torch.maximum(self.target_max, target.detach().max().float())
+
+    def compute(self) -> torch.Tensor:
+        if self.preds_min == self.preds_max or self.target_min == self.target_max:
+            return torch.zeros((), device=self.preds_min.device)
+        return super().compute()
+
+
+class GluePearson(_ZeroIfConstant, PearsonCorrCoef):
+    """Pearson's r (torchmetrics); 0 instead of NaN for constant predictions or targets."""
+
+
+class GlueSpearman(_ZeroIfConstant, SpearmanCorrCoef):
+    """Spearman's rho (torchmetrics); 0 for constant predictions or targets, as Pearson."""
+
+
+def glue_metrics(task: str, **metric_kwargs: Any) -> MetricCollection:
+    """The metrics GLUE defines for `task`, fed predicted labels (or scores for STS-B).
+
+    `metric_kwargs` go to every torchmetrics Metric (e.g. its `dist_sync_fn`).
+    """
     spec = task_spec(task)
     make = {
-        "acc": lambda: MulticlassAccuracy(max(spec.num_labels, 2), average="micro"),
+        "acc": lambda **kw: MulticlassAccuracy(max(spec.num_labels, 2), average="micro", **kw),
         "f1": BinaryF1Score,
-        "mcc": BinaryMatthewsCorrCoef,
-        "pearson": PearsonCorrCoef,
-        "spearman": SpearmanCorrCoef,
+        "mcc": GlueMCC,
+        "pearson": GluePearson,
+        "spearman": GlueSpearman,
     }
-    return MetricCollection({name: make[name]() for name in spec.metrics})
+    return MetricCollection({name: make[name](**metric_kwargs) for name in spec.metrics})
 
 
 def glue_score(values: dict[str, float]) -> float:
