@@ -5,6 +5,12 @@ wherever z > -margin (strict), so units whose pre-activation sits in the band (-
 learn. margin = 0 is exactly ReLU's gradient (0 at z = 0). A negative margin is legal: the
 gradient threshold moves right of zero (gradient only where z > |margin|), a "stricter than ReLU"
 control. At inference HeLU is ReLU: `for_inference()` makes that literal.
+
+The gradient rule, one for every dtype, bit for bit the same eager and under torch.compile: HeLU
+zeroes the gradient exactly where z <= -margin compared in z's dtype (the margin rounded to z's dtype
+as eager PyTorch rounds a Python float: 16-bit dtypes via float32) and passes it everywhere else,
+NaN z included, as ReLU does. The margin is kept as the float64 it was set to, whatever the module's
+dtype, so HeLU(0.05) gives no gradient at a float64 z of exactly -0.05.
 """
 
 from __future__ import annotations
@@ -17,90 +23,45 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from actlab.helu_kernels import (
+    INT_OF_SIZE,
+    keep_table,
+    mask_and_pack,
+    masked_grad,
+    pack_bits,
+    threshold_for,
+    unpack_bits,
+)
+
 log = logging.getLogger("actlab")
 
-# Bit order for packing 8 booleans into a byte (bit k = element k of each group of 8).
-_SHIFTS = torch.arange(8, dtype=torch.uint8)
-# Multiplying a little-endian int64 holding 8 bytes of 0/1 by this moves byte k's bit to bit 56 + k,
-# with no carries (every partial product lands on a distinct bit), so byte 7 of the product (`>> 56`)
-# is the packed byte. int64 overflow wraps, which is what we want: only the top byte is kept.
-_PACK_MAGIC = 0x0102040810204080
 SAVE_MODES = ("bits", "bool", "input")
-_INT_OF_SIZE = {1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
-_KEEP_TABLES: dict[tuple[int, torch.device], torch.Tensor] = {}
-
-
-def _pack_bits(mask: torch.Tensor) -> torch.Tensor:
-    """Bool tensor -> uint8 tensor of ceil(n / 8) bytes (1 bit per element). Plain ops: what compile sees."""
-    flat = mask.reshape(-1)
-    pad = (-flat.numel()) % 8
-    if pad:
-        flat = torch.cat([flat, flat.new_zeros(pad)])
-    words = flat.view(torch.uint8).view(torch.int64)
-    return ((words * _PACK_MAGIC) >> 56).to(torch.uint8)
-
-
-def _unpack_bits(packed: torch.Tensor, shape: torch.Size) -> torch.Tensor:
-    """Inverse of _pack_bits: uint8 bytes -> bool tensor of `shape`."""
-    bits = (packed.unsqueeze(-1) >> _SHIFTS.to(packed.device)) & 1
-    # ne(0), not view(torch.bool): Inductor's AVX2 C++ for a bool *view* calls a Vectorized<bool>::cast
-    # that does not exist (compile error on CPUs without AVX-512); a comparison lowers to a proper mask.
-    return bits.reshape(-1)[: shape.numel()].ne(0).reshape(shape)
-
-
-def _mask_and_pack(z: torch.Tensor, neg_margin: torch.Tensor) -> torch.Tensor:
-    """Packed bits of z > neg_margin in 3 passes and 2 allocations (eager fast path of _pack_bits).
-
-    The compare writes straight into a padded contiguous buffer (no cat, no reshape copy for strided z),
-    the magic multiply runs in place, and byte 7 of each word is gathered by a strided copy.
-    """
-    n = z.numel()
-    buf = torch.empty(n + (-n) % 8, dtype=torch.bool, device=z.device)
-    buf[n:] = False
-    torch.gt(z, neg_margin, out=buf[:n].view(z.shape))
-    buf.view(torch.uint8).view(torch.int64).mul_(_PACK_MAGIC)
-    return buf.view(torch.uint8)[7::8].contiguous()
-
-
-def _keep_table(itemsize: int, device: torch.device) -> torch.Tensor:
-    """(256, 8) ints of `itemsize` bytes: row b, column k is all-ones (-1) if bit k of b is set, else 0."""
-    key = (itemsize, device)
-    if key not in _KEEP_TABLES:
-        bits = (torch.arange(256).unsqueeze(1) >> torch.arange(8)) & 1
-        _KEEP_TABLES[key] = (-bits).to(_INT_OF_SIZE[itemsize]).to(device)
-    return _KEEP_TABLES[key]
-
-
-def _masked_grad(grad: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-    """where(mask, grad, +0.0) as an in-place bitwise AND of grad's bits with `keep` (ints, 0 or -1).
-
-    Same result, bit for bit, as ReLU's threshold_backward (+0.0, NaN grads dropped where masked), but
-    all-integer and vectorised: PyTorch's CPU kernels for float x bool (mul, where) are not.
-    """
-    return keep.bitwise_and_(grad.view(keep.dtype)).view(grad.dtype)
 
 
 class _HeLUFunction(torch.autograd.Function):
-    """relu(z) forward; backward passes grad where z > -margin (the margin at forward time). Saves a mask, not z.
+    """relu(z) forward; backward zeroes grad where z <= -margin (the margin at forward time), in z's dtype.
 
-    Eager runs the fast paths above. Under torch.compile (Inductor fuses plain ops itself) and under
-    create_graph=True (double backward needs d grad_in / d grad = mask, which the integer tricks drop)
-    backward uses plain differentiable ops instead.
+    Saves the mask of dropped elements, not z. Eager runs helu_kernels' fast paths. threshold_for rounds
+    the margin to z's dtype, by casts in eager, by integer ops under torch.compile. Under
+    torch.compile (Inductor fuses plain ops itself) and under create_graph=True (double backward needs
+    d grad_in / d grad = mask, which the integer tricks drop) backward uses plain differentiable ops.
     """
 
     @staticmethod
     def forward(ctx, z: torch.Tensor, margin: torch.Tensor, save: str) -> torch.Tensor:
         ctx.save_mode = save
         ctx.shape = z.shape
-        neg_margin = -margin  # a new tensor: a margin changed before backward cannot affect this step
+        compiling = torch.compiler.is_compiling()
+        # A new tensor: a margin changed before backward cannot affect this step.
+        threshold = threshold_for(margin, z.dtype, compiled=compiling)
         if save == "input":  # the paper's reference approach, kept for the memory benchmark
-            ctx.save_for_backward(z, neg_margin)
+            ctx.save_for_backward(z, threshold)
         elif save == "bool":
-            ctx.save_for_backward(z > neg_margin)
-        elif torch.compiler.is_compiling():
-            ctx.save_for_backward(_pack_bits(z > neg_margin))
+            ctx.save_for_backward(z <= threshold)
+        elif compiling:
+            ctx.save_for_backward(pack_bits(z <= threshold))
         else:
-            ctx.save_for_backward(_mask_and_pack(z, neg_margin))
+            ctx.save_for_backward(mask_and_pack(z, threshold))
         return torch.relu(z)
 
     @staticmethod
@@ -108,26 +69,30 @@ class _HeLUFunction(torch.autograd.Function):
         plain = torch.compiler.is_compiling() or torch.is_grad_enabled()  # grad mode on = create_graph
         if ctx.save_mode == "bits" and not plain:
             (packed,) = ctx.saved_tensors
-            table = _keep_table(grad.element_size(), grad.device)
+            table = keep_table(grad.element_size(), grad.device)
             keep = torch.index_select(table, 0, packed.to(torch.int32)).view(-1)[: ctx.shape.numel()]
-            return _masked_grad(grad, keep.view(ctx.shape)), None, None
+            return masked_grad(grad, keep.view(ctx.shape)), None, None
         if ctx.save_mode == "input":
-            z, neg_margin = ctx.saved_tensors
-            mask = z > neg_margin
+            z, threshold = ctx.saved_tensors
+            dropped = z <= threshold
         elif ctx.save_mode == "bits":
-            mask = _unpack_bits(ctx.saved_tensors[0], ctx.shape)
+            dropped = unpack_bits(ctx.saved_tensors[0], ctx.shape)
         else:
-            (mask,) = ctx.saved_tensors
+            (dropped,) = ctx.saved_tensors
         if plain:
-            return torch.where(mask, grad, 0), None, None
-        return _masked_grad(grad, mask.to(_INT_OF_SIZE[grad.element_size()]).neg_()), None, None
+            return torch.where(dropped, 0, grad), None, None
+        return masked_grad(grad, dropped.to(INT_OF_SIZE[grad.element_size()]).sub_(1)), None, None
 
 
 class HeLU(nn.Module):
-    """Hysteresis ReLU: ReLU forward, gradient where z > -margin.
+    """Hysteresis ReLU: ReLU forward (torch.relu, bit for bit); gradient where z > -margin.
 
-    The margin lives in a 0-d buffer so a schedule can change it every step without torch.compile
-    recompiling (a Python float would be a guarded constant); read and set it as the float `margin`.
+    Exactly: the gradient is zeroed where z <= -margin compared in z's dtype (margin rounded to z's
+    dtype as eager PyTorch rounds a Python float: 16-bit via float32) and passed elsewhere, NaN z
+    included (as ReLU) — one rule for every dtype, eager and compiled alike, bit for bit.
+    The margin lives in a 0-d float64 buffer so a schedule can change it every step without
+    torch.compile recompiling (a Python float would be a guarded constant); read and set it as the
+    float `margin`. Module casts (.half(), .to(bf16)) move it but keep it float64 (float32 on MPS).
     `save` picks what backward keeps: "bits" (1 bit/element, default), "bool" (1 byte) or "input" (z).
     """
 
@@ -136,7 +101,17 @@ class HeLU(nn.Module):
         if save not in SAVE_MODES:
             raise ValueError(f"HeLU save must be one of {SAVE_MODES}, got {save!r}")
         self.save = save
-        self.register_buffer("margin_", torch.tensor(float(margin)))
+        self.register_buffer("margin_", torch.tensor(float(margin), dtype=torch.float64))
+
+    def _apply(self, fn, recurse=True):
+        """.to(device) / .half() / .to(bf16) ... move the margin, but it stays the float64 it was set to."""
+        exact = self.margin_
+        self.margin_ = exact.float()  # what `fn` sees: every device has float32 (MPS has no float64)
+        super()._apply(fn, recurse)
+        moved = self.margin_
+        if moved.device.type != "mps":  # back to float64, from the unrounded value
+            self.margin_ = (moved if exact.is_meta else exact.to(moved.device)).double()
+        return self
 
     @property
     def margin(self) -> float:

@@ -204,7 +204,7 @@ class UnitStats:
         helus = [s.module for s in self.sites if s.kind == "helu"]
         return {
             "edges": torch.linspace(lo, hi, bins + 1, dtype=torch.float64).tolist(),
-            "margin": float(f"{helus[0].margin:.7g}") if helus else None,  # float32 buffer: 0.05, not 0.0500000007
+            "margin": float(f"{helus[0].margin:.7g}") if helus else None,  # rounded for display
             "activation": "+".join(names),
             "layers": {s.path: (s.hist.tolist() if s.hist is not None else [0] * bins) for s in self.sites},
         }
