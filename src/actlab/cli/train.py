@@ -49,7 +49,7 @@ def _hydra_main(cfg: DictConfig) -> JobResult:
     rid = "?"
     try:
         rid = runid.run_id(cfg)
-        rec = run(cfg)
+        rec = run(cfg, overrides=_overrides())
     except RunSkipped as e:
         print(f"actlab-train: {'locked' if e.reason == 'locked' else 'skipped'}: {e}", file=sys.stderr)
         if e.reason == "locked" and not multirun:
@@ -79,6 +79,16 @@ def _hydra_main(cfg: DictConfig) -> JobResult:
     return JobResult(metrics.get(main), rec["run_id"], "completed")
 
 
+def _overrides() -> list[str]:
+    """This job's command-line overrides (kept in the record: the command that reproduces the run)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    try:
+        return list(HydraConfig.get().overrides.task)
+    except ValueError:
+        return []
+
+
 def _one_line(err: BaseException) -> str:
     lines = str(err).strip().splitlines()
     return lines[0] if lines else type(err).__name__
@@ -87,6 +97,7 @@ def _one_line(err: BaseException) -> str:
 def main() -> None:
     """Console entry point `actlab-train`."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.raiseExceptions = False  # a read-only or full disk must not print logging tracebacks for train.log
     _hydra_main()
 
 

@@ -47,10 +47,11 @@ class RunSkipped(Exception):
         self.reason = reason
 
 
-def run(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> dict:
+def run(cfg: DictConfig, callbacks: Sequence[L.Callback] = (), overrides: Sequence[str] = ()) -> dict:
     """Train and test one configuration; returns its record (also written to disk).
 
-    `callbacks` are added to the trainer's (for scripts and tests; configs cannot reach them).
+    `callbacks` are added to the trainer's (for scripts and tests; configs cannot reach them);
+    `overrides` (the command line's) are kept in the record.
     """
     for d in runid.normalise(cfg):
         log.info("ignoring %s", d)
@@ -62,11 +63,11 @@ def run(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> dict:
     config = OmegaConf.to_container(cfg, resolve=True)
     with distributed.scope(), interrupt.during_run():
         if distributed.rank() != 0:  # DDP ranks > 0 share rank 0's run dir; only rank 0 locks and writes the record
-            return _fit(cfg, rid, run_dir, config, records.read(run_dir), list(callbacks))
+            return _fit(cfg, rid, run_dir, config, records.read(run_dir), list(callbacks), overrides)
         try:
             with lock.hold(run_dir):
                 previous = _skip_if_completed(cfg, rid, run_dir)  # again: it may have completed while we waited
-                return _fit(cfg, rid, run_dir, config, previous, list(callbacks))
+                return _fit(cfg, rid, run_dir, config, previous, list(callbacks), overrides)
         except lock.Locked as e:
             raise RunSkipped(str(e), reason="locked") from None
 
@@ -80,7 +81,7 @@ def _skip_if_completed(cfg: DictConfig, rid: str, run_dir: Path) -> dict | None:
 
 
 def _fit(cfg: DictConfig, rid: str, run_dir: Path, config: dict, previous: dict | None,
-         extra: list[L.Callback]) -> dict:
+         extra: list[L.Callback], overrides: Sequence[str] = ()) -> dict:
     rank_zero = distributed.rank() == 0
     record = None
     t0 = time.perf_counter()
@@ -89,6 +90,7 @@ def _fit(cfg: DictConfig, rid: str, run_dir: Path, config: dict, previous: dict 
         L.seed_everything(cfg.seed, workers=True, verbose=False)
         dm, model, task = build(cfg)
         record = records.RunRecord(run_dir, rid, config, kind=task.kind, main_metric=task.main_metric)
+        record.data["overrides"] = list(overrides)
         if rank_zero:
             record.save()
         named = build_callbacks(cfg)
@@ -99,7 +101,8 @@ def _fit(cfg: DictConfig, rid: str, run_dir: Path, config: dict, previous: dict 
         resume_from = _resume_point(cfg, run_dir, previous, record)
         if resume_from:
             log.info("resuming %s from %s", rid, resume_from)
-        logger = build_logger(cfg, run_dir, rid, config, resuming=resume_from is not None)
+        # the real run_id in the logger config (the config's own run_id is null unless set): W&B runs de-duplicate on it
+        logger = build_logger(cfg, run_dir, rid, {**config, "run_id": rid}, resuming=resume_from is not None)
         trainer = instantiate_trainer(cfg, [*named.values(), *extra], logger, run_dir)
 
         t_fit = time.perf_counter()
