@@ -1,10 +1,11 @@
 """How fast `actlab summarize` reads and tabulates many runs: `actlab bench summarize [--n 10000]`.
 
-For each record shape (--layers 0,16) writes N synthetic records laid out like the training entry's
-(config, final metrics, per-epoch history, dead rates overall and per layer under "dead") into a
-temp folder, then times load_frame (warm page cache) and write_summary. Target: 10,000 records
-in under 2 s. Results: results/bench/summarize.{json,md}, with CPU time and load average so that
-timings from a shared machine can be judged.
+For each record shape (--layers 0,16,37) writes N synthetic runs laid out like the training entry's
+(schema-3 record.json: config, final metrics, final dead rates overall and per layer; history.jsonl:
+per-epoch metrics and dead rates) into a temp folder, then times load_frame (warm page cache) and
+write_summary. 37 layers is WRN-40-4 (the paper's vision model, the biggest record), 16 an MLP, 0 a
+run without the monitor. Target: 10,000 records in at most 1 s. Results: results/bench/summarize.
+{json,md}, with CPU time and load average so that timings from a shared machine can be judged.
 """
 
 from __future__ import annotations
@@ -21,20 +22,27 @@ from pathlib import Path
 from actlab.bench.common import summary, write_results
 from actlab.run import records
 
-TARGET_S = 2.0
+TARGET_S = 1.0
 DATASETS = ("fashion_mnist", "cifar10", "cifar100", "imagenette")
 ACTIVATIONS = (("relu", None), ("gelu", None), ("elu", None), ("helu", 0.001), ("helu", 0.01),
                ("helu", 0.05), ("helu", 0.1))
+WRN40_SITES = [f"block{g}.{b}.act{a}" for g in (1, 2, 3) for b in range(6) for a in (1, 2)] + ["act"]
 
 
-def synthetic_record(i: int, epochs: int, layers: int, rng: random.Random) -> dict:
-    """Record i: cycles through dataset x activation; seeds grow with i; 2 % failed, 1 % running."""
+def layer_names(layers: int) -> list[str]:
+    """Activation-site names: WRN-40-4's 37 (as the monitor names them), else an MLP's."""
+    return WRN40_SITES if layers == len(WRN40_SITES) else [f"net.{2 * j + 1}" for j in range(layers)]
+
+
+def synthetic_run(i: int, epochs: int, layers: int, rng: random.Random) -> tuple[dict, list[dict]]:
+    """(record, history rows) of run i: cycles through dataset x activation; seeds grow with i; 2 % failed,
+    1 % running."""
     ds = DATASETS[i % len(DATASETS)]
     act, margin = ACTIVATIONS[(i // len(DATASETS)) % len(ACTIVATIONS)]
     seed = i // (len(DATASETS) * len(ACTIVATIONS))
     status = "failed" if i % 50 == 7 else "running" if i % 100 == 3 else "completed"
     run_id = f"{ds}-wrn40_4-{act}-m{margin}-s{seed}-{i:08x}"
-    names = [f"block{j}.act" for j in range(layers)]
+    names = layer_names(layers)
 
     def dead() -> dict:
         """What the monitor stores per epoch: 4 rates per layer and overall, on the probe and on train."""
@@ -46,39 +54,45 @@ def synthetic_record(i: int, epochs: int, layers: int, rng: random.Random) -> di
             d[f"{pre}dead_fwd_units"], d[f"{pre}dead_grad_units"] = rng.random(), rng.random()
         return d
 
-    return {
-        "schema": 2, "run_id": run_id, "status": status,
+    history = [{"epoch": e, "step": 391 * (e + 1), "train/loss": rng.random(), "val/acc": rng.random(),
+                "val/loss": rng.random(), "lr": 0.01, "margin": margin, "dead": dead()}
+               for e in range(epochs)]
+    record = {
+        "schema": records.SCHEMA, "run_id": run_id, "kind": "image", "main_metric": "test/acc",
+        "status": status,
         "error": "RuntimeError: out of memory" if status == "failed" else None,
         "config": {"seed": seed, "dataset": {"name": ds, "data_dir": "data", "batch_size": 128, "augment": True},
                    "model": {"name": "wrn40_4", "depth": 40, "widen": 4, "dropout": 0.0},
                    "activation": {"name": act, "margin": margin}, "margin": {"name": "constant"},
                    "optim": {"name": "sgd", "lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4},
                    "scheduler": {"name": "cosine"}, "trainer": {"max_epochs": epochs, "precision": "32"},
-                   "tags": ["bench"]},
-        # like the training entry's records: per-layer rates live under "dead" only (train.final_metrics)
+                   "task": {"_target_": "actlab.tasks.classify.Classifier"}, "tags": ["bench"]},
+        # like the training entry's records: per-layer rates live under "dead" only (runner.final_metrics)
         "metrics": {} if status != "completed" else {
             "train/loss": rng.random(), "val/acc": 0.9 + rng.random() * 0.05, "val/loss": rng.random(),
             "test/acc": 0.9 + rng.random() * 0.05, "test/loss": rng.random(), "test/acc_top5": 0.99},
-        "history": [{"epoch": e, "step": 391 * (e + 1), "train/loss": rng.random(), "val/acc": rng.random(),
-                     "val/loss": rng.random(), "margin": margin} for e in range(epochs)],
-        "dead": {"final": dead(), "history": [{"epoch": e, **dead()} for e in range(epochs)]},
+        "dead": {"final": {"epoch": epochs - 1, **dead()}},  # the last epoch's, then a fresh probe
         "timings": {"started_at": "2025-01-01T00:00:00+00:00", "ended_at": "2025-01-01T01:00:00+00:00",
                     "wall_s": 3600.0, "fit_s": 3500.0, "test_s": 100.0, "s_per_epoch": 3500.0 / epochs},
-        "versions": {"torch": "2.14.1", "lightning": "2.6"}, "git": {"commit": "0" * 40, "dirty": False},
-        "host": {"hostname": "node1", "cpu_count": 2}, "files": {"checkpoint": "last.ckpt"},
+        "versions": {"python": "3.11.7", "torch": "2.14.1", "lightning": "2.6"},
+        "git": {"commit": "0" * 40, "dirty": False}, "host": {"hostname": "node1", "cpu_count": 2},
+        "files": {"history": records.HISTORY, "checkpoint": "last.ckpt"},
     }
+    return record, history
 
 
 def write_runs(root: Path, n: int, epochs: int, layers: int) -> int:
-    """Write n records under root; return the total bytes written."""
+    """Write n runs under root as the training entry lays them out; return the total bytes of their
+    record.json files (history.jsonl is written too, but summaries do not read it)."""
     rng = random.Random(0)
     total = 0
     for i in range(n):
-        rec = synthetic_record(i, epochs, layers, rng)
+        rec, history = synthetic_run(i, epochs, layers, rng)
         d = root / rec["run_id"]
         d.mkdir(parents=True)
-        text = json.dumps(records.ordered(rec), indent=1)  # as records.write_atomic writes it
-        (d / "record.json").write_text(text)
+        text = json.dumps(rec, indent=1) + "\n"  # as records.write_atomic writes it (without its fsync)
+        (d / records.RECORD).write_text(text)
+        (d / records.HISTORY).write_text("".join(json.dumps(r) + "\n" for r in history))
         total += len(text)
     return total
 
@@ -101,9 +115,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n", type=int, default=10_000, help="number of synthetic records")
     parser.add_argument("--repeats", type=int, default=3, help="timed repeats (median reported)")
     parser.add_argument("--epochs", type=int, default=10, help="history length per record")
-    parser.add_argument("--layers", default="0,16",
+    parser.add_argument("--layers", default="0,16,37",
                         help="comma list of activation sites per record: one record shape each "
-                             "(0: aggregate rates only; 16: the mlp's per-layer rates)")
+                             "(0: aggregate rates only; 16: an mlp's per-layer rates; 37: WRN-40-4's)")
     parser.add_argument("--out", default="results/bench", help="where summarize.json/.md go")
 
 
@@ -134,7 +148,7 @@ def time_shape(n: int, epochs: int, layers: int, repeats: int, console) -> dict:
         "groups": int(df.groupby(["dataset", "activation", "margin"], dropna=False).ngroups),
         "load_s": summary(load_s), "summarize_s": summary(table_s), "total_s": total,
         # CPU seconds: a load-independent measure of the work (about the wall time on an idle machine)
-        "cpu_s": summary(cpu_s), "loadavg_1min": _loadavg(), "within_target": total["median"] < TARGET_S,
+        "cpu_s": summary(cpu_s), "loadavg_1min": _loadavg(), "within_target": total["median"] <= TARGET_S,
     }
 
 
@@ -148,8 +162,8 @@ def run(args: argparse.Namespace) -> int:
         f"{r['summarize_s']['median']:.3f} | {r['total_s']['median']:.3f} | {r['cpu_s']['median']:.3f} | "
         f"{r['loadavg_1min']} | {'yes' if r['within_target'] else 'NO'} |\n" for r in shapes)
     md = (f"# actlab summarize benchmark\n\n{args.n} synthetic records per shape ({args.epochs} epochs of history), "
-          f"warm page cache, median of {args.repeats}; seconds. Target: total < {TARGET_S} s.\n\n"
-          "| layers | KiB/record | load_frame | summarize + tables | total | CPU | load avg | < target |\n"
+          f"warm page cache, median of {args.repeats}; seconds. Target: total <= {TARGET_S} s.\n\n"
+          "| layers | KiB/record | load_frame | summarize + tables | total | CPU | load avg | <= target |\n"
           "|---:|---:|---:|---:|---:|---:|---:|:---|\n" + rows)
     path = write_results("summarize", {"target_s": TARGET_S, "shapes": shapes}, md, args.out)
     console.print(md)
