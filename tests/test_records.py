@@ -72,9 +72,13 @@ def write_schema2(run_dir: Path, base: dict, train: list, dead: list) -> None:
 
 
 def write_schema3(run_dir: Path, base: dict, train: list, dead: list, kind: str = "image") -> None:
-    """What the runner writes: a small record.json with kind, and history.jsonl (dead rates under "dead")."""
-    rec = {"schema": 3, "kind": kind, **base, "files": {**base["files"], "history": records.HISTORY}}
+    """What the runner writes: a small record.json with kind and the aggregate final dead rates,
+    dead_layers.json with the per-layer ones, and history.jsonl (dead rates under "dead")."""
+    agg, layers = records.split_dead(base["dead"]["final"])
+    rec = {"schema": 3, "kind": kind, **base, "dead": {"final": agg},
+           "files": {**base["files"], "history": records.HISTORY, "dead_layers": records.DEAD_LAYERS}}
     _write(run_dir / records.RECORD, json.dumps(rec, indent=1))
+    _write(run_dir / records.DEAD_LAYERS, json.dumps({"final": layers}))
     by_epoch = {r["epoch"]: dict(r) for r in train}
     for d in dead:
         rates = {k: v for k, v in d.items() if k != "epoch"}

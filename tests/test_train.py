@@ -139,14 +139,17 @@ def test_default_trainer_with_its_progress_bar_runs(tmp_path, fashion_dir):
 
 
 def test_record_stays_small_and_the_series_go_to_history_jsonl(tmp_path, fashion_dir):
-    """A 16-layer MLP over 3 epochs with the monitor on: record.json holds the final per-layer rates and
-    stays under 12 KB (plain json.load); every epoch's per-layer rates are one line of history.jsonl."""
+    """A 16-layer MLP over 3 epochs with the monitor on: record.json stays under 12 KB (plain json.load);
+    the final per-layer rates go to dead_layers.json, every epoch's to one line of history.jsonl."""
     rec = run(make_cfg(tmp_path, f"dataset.data_dir={fashion_dir}", "model=mlp", "model.depth=16",
                        "trainer.max_epochs=3", "monitor=dead_neurons", "monitor.probe_size=16"))
     run_dir = tmp_path / "runs" / rec["run_id"]
     assert (run_dir / "record.json").stat().st_size < 12_000
     layers = {f"hidden.{i}.act" for i in range(16)}
-    assert {k.split("/", 1)[1] for k in rec["dead"]["final"] if k.startswith("dead_fwd/")} == layers
+    assert {"dead_fwd", "dead_grad", "train_dead_fwd"} <= set(rec["dead"]["final"])  # aggregates in the record
+    assert not any("/" in k for k in rec["dead"]["final"])
+    per_layer = records.read_dead_layers(run_dir)  # per-layer final rates beside it
+    assert {k.split("/", 1)[1] for k in per_layer if k.startswith("dead_fwd/")} == layers
     lines = (run_dir / "history.jsonl").read_text().splitlines()
     assert [json.loads(line)["epoch"] for line in lines] == [0, 1, 2]
     for line in lines:  # the probe's and the training batches' rates of that epoch, per layer

@@ -116,12 +116,14 @@ def record_row(rec: dict, path: Path, per_layer: bool = False, history: bool = F
     `keep`: a cache shared by the rows of one load (see _summary_items)."""
     if not isinstance(rec, dict) or not isinstance(rec.get("config", {}), dict):
         raise ValueError("not a run record (expected a JSON object with a config object)")
-    rows = None
+    rows, layers = None, None
     if rec.get("schema") != records.SCHEMA:
-        rec, rows = records.upgrade(rec)
+        rec, rows, layers = records.upgrade(rec)
     row = config_columns(rec.get("config") or {})
     row.update(_summary_items(rec.get("metrics") or {}, per_layer, keep))
     row.update(_summary_items((rec.get("dead") or {}).get("final") or {}, per_layer, keep))
+    if per_layer:  # schema 3 keeps the final per-layer rates beside the record
+        row.update(layers if layers is not None else records.read_dead_layers(Path(path).parent))
     row.update({k: v for k, v in (rec.get("timings") or {}).items() if not isinstance(v, (dict, list))})
     int8 = rec.get("int8")
     if isinstance(int8, dict):  # actlab int8: dev metrics in fp32 and INT8 on CPU, and their difference

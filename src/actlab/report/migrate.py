@@ -29,9 +29,11 @@ def migrate_record(path: Path) -> bool:
         raise ValueError("not a run record (expected a JSON object with a config object)")
     if rec.get("schema") == records.SCHEMA:
         return False
-    new, rows = records.upgrade(rec)
+    new, rows, layers = records.upgrade(rec)
     if rows:
         records.write_history(path.parent, rows)
+    if layers:
+        records.atomic.write_json(path.parent / records.DEAD_LAYERS, {"final": records.clean(layers)}, indent=1)
     records.write_atomic(path, new)
     return True
 

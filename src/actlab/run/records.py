@@ -24,9 +24,11 @@ from actlab import atomic
 SCHEMA = 3
 RECORD = "record.json"
 HISTORY = "history.jsonl"
-# Task class paths of records written before `kind` existed (schema 1/2) -> their kind.
-_LEGACY_KINDS = {"actlab.task.Classifier": "image", "actlab.glue_task.GLUEClassifier": "glue",
-                 "actlab.mlm_task.MaskedLM": "mlm"}
+DEAD_LAYERS = "dead_layers.json"  # the final per-layer dead-neuron rates (record.json keeps the aggregates)
+# Task class paths (before `kind` existed in records, schema 1/2, and today's, for W&B configs) -> kind.
+_TASK_KINDS = {"actlab.task.Classifier": "image", "actlab.glue_task.GLUEClassifier": "glue",
+               "actlab.mlm_task.MaskedLM": "mlm", "actlab.tasks.classify.Classifier": "image",
+               "actlab.tasks.glue.GLUEClassifier": "glue", "actlab.tasks.mlm.MaskedLM": "mlm"}
 
 
 def now() -> str:
@@ -58,6 +60,20 @@ def write_history(run_dir: Path, rows: list[dict]) -> None:
     atomic.write_text(Path(run_dir) / HISTORY, "".join(json.dumps(clean(r)) + "\n" for r in rows))
 
 
+def split_dead(final: dict) -> tuple[dict, dict]:
+    """(aggregate rates, per-layer rates) of a final dead-rate dict: per-layer keys are `<rate>/<layer>`."""
+    agg = {k: v for k, v in final.items() if "/" not in k}
+    return agg, {k: v for k, v in final.items() if "/" in k}
+
+
+def read_dead_layers(run_dir: Path) -> dict:
+    """The final per-layer dead rates of a run ({} when there are none or the file is unreadable)."""
+    try:
+        return json.loads((Path(run_dir) / DEAD_LAYERS).read_text()).get("final", {})
+    except (OSError, ValueError, AttributeError):
+        return {}
+
+
 def read(run_dir: Path) -> dict | None:
     """The record in `run_dir`, or None if there is none or it cannot be parsed."""
     try:
@@ -87,7 +103,7 @@ def kind_of(rec: dict) -> str:
     if rec.get("kind"):
         return rec["kind"]
     task = ((rec.get("config") or {}).get("task") or {}).get("_target_")
-    return _LEGACY_KINDS.get(task, "image")
+    return _TASK_KINDS.get(task, "image")
 
 
 def merge_history(rows: list[dict], dead_rows: list[dict]) -> list[dict]:
@@ -106,19 +122,23 @@ def split_history(rows: list[dict]) -> tuple[list[dict], list[dict]]:
     return train, dead
 
 
-def upgrade(rec: dict) -> tuple[dict, list[dict] | None]:
-    """(schema-3 record, history rows or None) from a schema 1/2 record; a schema-3 record is returned as is."""
+def upgrade(rec: dict) -> tuple[dict, list[dict] | None, dict]:
+    """(schema-3 record, history rows or None, final per-layer dead rates) from a schema 1/2 record; a
+    schema-3 record is returned as is (its per-layer rates are in DEAD_LAYERS: read_dead_layers)."""
     if rec.get("schema") == SCHEMA:
-        return rec, None
+        return rec, None, {}
     rec = dict(rec)
     dead = dict(rec.get("dead") or {})
     rows = merge_history(rec.pop("history", None) or [], dead.pop("history", None) or [])
-    rec["dead"] = dead
+    agg, layers = split_dead(dead.get("final") or {})
+    rec["dead"] = dict(dead, final=agg)
+    if layers:
+        rec.setdefault("files", {})["dead_layers"] = DEAD_LAYERS
     rec["kind"] = kind_of(rec)
     rec["schema"] = SCHEMA
     if rows:
         rec.setdefault("files", {})["history"] = HISTORY
-    return {k: rec[k] for k in _ORDER if k in rec} | rec, rows
+    return {k: rec[k] for k in _ORDER if k in rec} | rec, rows, layers
 
 
 def find(root: Path, max_depth: int = 3) -> list[Path]:
@@ -216,6 +236,15 @@ class RunRecord:
         if self.data["files"].get("history") != HISTORY:
             self.data["files"]["history"] = HISTORY
             self.save()
+
+    def write_dead(self, final: dict) -> None:
+        """Final dead rates: aggregates into the record, per-layer rates into dead_layers.json (so that
+        reading 10,000 records for a table does not decode 300 per-layer numbers each)."""
+        agg, layers = split_dead(final)
+        if layers:
+            atomic.write_json(self.run_dir / DEAD_LAYERS, {"final": clean(layers)}, indent=1)
+            self.data["files"]["dead_layers"] = DEAD_LAYERS
+        self.data["dead"] = {"final": agg}
 
     def finish(self, status: str, error: str | None = None, **fields) -> None:
         self.data["timings"]["ended_at"] = now()

@@ -126,9 +126,8 @@ def _fit(cfg: DictConfig, rid: str, run_dir: Path, config: dict, previous: dict 
         if rank_zero:
             if history is not None:
                 history.on_epoch(history.rows)  # the last epoch's monitor rates are complete only now
-            files.update({k: v for k, v in record.data["files"].items() if k == "history"})
-            record.finish("completed", metrics=metrics, dead={"final": getattr(monitor, "final", {})},
-                          timings=timings, files=files)
+            record.write_dead(getattr(monitor, "final", {}))
+            record.finish("completed", metrics=metrics, timings=timings, files={**record.data["files"], **files})
         _finish_wandb(logger, 0)
         return record.data
     except BaseException as e:  # signals and Ctrl-C too: the record must say the run did not finish
