@@ -3,6 +3,7 @@
     actlab summarize [RUNS_DIR]          # comparison tables into results/tables/
     actlab figures [RUNS_DIR]            # the paper's figures into results/figures/
     actlab int8 [RUNS_DIR]               # GLUE runs: INT8 minus fp32 dev scores, into their records
+    actlab migrate [RUNS_DIR]            # upgrade records of older actlab versions in place (schema 3)
     actlab bench activations|monitor|inference|summarize   # benchmarks into results/bench/
 
 Each command lives in its own module exposing add_arguments(parser) and run(args) -> exit code;
