@@ -2,7 +2,7 @@
 
 fig2_activations     ReLU, GELU, HeLU(α) and the derivatives training uses (autograd), z in [-5, 5]
 fig1b_preact_hist    pre-activation histogram of one run (all layers summed), band (-α, 0] shaded
-acc_vs_margin        HeLU accuracy vs margin per dataset, 95 % bootstrap CIs, ReLU/GELU references
+acc_vs_margin        HeLU accuracy vs margin per dataset, 95 % Student-t CIs, ReLU/GELU references
 dead_curves          forward- and gradient-dead rates over epochs, mean over seeds ± std
 fig3/fig4            inference benchmarks, drawn by actlab.report.bench_figures from results/bench/
                      inference*.json when present (`actlab bench inference` measures, never draws)
@@ -21,7 +21,9 @@ from matplotlib.ticker import MaxNLocator
 
 from actlab.report import style
 from actlab.report.frame import is_nan, load_frame
+from actlab.report.groups import is_activation_key
 from actlab.report.summarize import summarize
+from actlab.report.tables import fmt_key
 
 plt = style.plt
 
@@ -119,17 +121,23 @@ def _grid(n: int, width: float = 3.3, height: float = 2.7, ncols: int = 3):
 
 
 def fig_acc_vs_margin(df: pd.DataFrame, out: Path, metric: str = "test/acc") -> list[Path]:
-    """HeLU accuracy (mean, 95 % bootstrap CI over seeds) vs margin; other activations as lines + bands."""
+    """HeLU accuracy (mean, 95 % Student-t CI over seeds) vs margin; other activations as lines + bands.
+
+    One panel per dataset, or per dataset and config where summarize splits runs that are not replicates
+    (two models on one dataset: a panel each)."""
     if metric not in df:
         raise Skip(f"no run has {metric}")
     done = df[(df["status"] == "completed") & df[metric].notna()]
-    datasets = sorted(done.loc[(done["activation"] == "helu") & done["margin"].notna(), "dataset"].dropna().unique())
-    if not datasets:
+    if not done.loc[(done["activation"] == "helu") & done["margin"].notna(), "dataset"].notna().any():
         raise Skip(f"no completed HeLU run with {metric}")
-    s = summarize(done, ("dataset", "activation", "margin"), [metric], baseline=None).stats
-    fig, axes = _grid(len(datasets))
-    for ax, ds in zip(axes, datasets):
-        g = s[s["dataset"] == ds]
+    summary = summarize(done, ("dataset", "activation", "margin"), [metric], baseline=None)
+    s, panel_keys = summary.stats, [k for k in summary.by if not is_activation_key(k)]
+    helu_rows = s[(s["activation"] == "helu") & s["margin"].notna() & s["dataset"].notna()]
+    panels = list(dict.fromkeys(tuple(r[k] for k in panel_keys) for _, r in helu_rows.iterrows()))
+    fig, axes = _grid(len(panels))
+    for ax, panel in zip(axes, panels):
+        g = s[np.logical_and.reduce([(s[k].isna() if is_nan(v) else s[k] == v).to_numpy(bool)
+                                     for k, v in zip(panel_keys, panel)])]
         helu = g[(g["activation"] == "helu") & g["margin"].notna()].sort_values("margin")
         m, lo, hi = (helu[f"{metric}:{k}"].to_numpy(float) * 100 for k in ("mean", "ci_low", "ci_high"))
         err = np.nan_to_num(np.vstack([m - lo, hi - m]))  # n=1: no interval, no bar
@@ -143,8 +151,10 @@ def fig_acc_vs_margin(df: pd.DataFrame, out: Path, metric: str = "test/acc") -> 
                 ax.axhspan(r[f"{metric}:ci_low"] * 100, r[f"{metric}:ci_high"] * 100, color=c, alpha=0.12, lw=0)
         if len(x) and x.min() > 0 and x.max() / x.min() >= 10:
             ax.set_xscale("log")
-        ax.set(title=str(ds), xlabel="margin α", ylabel=f"{metric} (%)")
-    fig.suptitle("HeLU: mean over seeds, 95% bootstrap CI\n(dashed: other activations, band: their CI)", fontsize=9, x=0.02, ha="left")
+        title = ", ".join([str(panel[0])] + [f"{k}={fmt_key(v)}" for k, v in zip(panel_keys[1:], panel[1:])])
+        ax.set(title=title, xlabel="margin α", ylabel=f"{metric} (%)")
+    fig.suptitle("HeLU: mean over seeds, 95% CI (Student t)\n(dashed: other activations, band: their CI)",
+                 fontsize=9, x=0.02, ha="left")
     _legend(fig, axes)
     return style.save(fig, out, "acc_vs_margin")
 

@@ -4,6 +4,8 @@ The CSVs in report/paper/ were read from the camera-ready PDF. Paper numbers are
 fractions in the run records and are shown in percent here. Averages the paper reports are
 recomputed and a mismatch is flagged (Table 2, HeLU α=0.05: reported 78.02, row mean 78.11).
 Table 3 (INT8 minus full precision, GLUE points) compares with `actlab int8`'s deltas.
+A cell of ours pools the runs of its dataset/task, activation and margin; when they are not replicates
+(they differ in another config key, e.g. two models; actlab.report.groups) its note says so.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from actlab.report import groups
 from actlab.report.frame import is_nan
 from actlab.report.tables import fmt_key, fmt_mean_std, fmt_num, mean_std, to_latex, to_markdown
 
@@ -75,6 +78,14 @@ def _ours_stats(values: pd.Series) -> tuple[float, float, int]:
     return mean_std(values.astype(float) * 100)
 
 
+def pooled_note(runs: pd.DataFrame) -> str:
+    """"" when `runs` are replicates (identical config but for the seed), else which keys they differ in."""
+    if len(runs) < 2:
+        return ""
+    split = groups.plan(runs, []).split
+    return f"pools runs that differ in {', '.join(map(groups.config_key, split))}" if split else ""
+
+
 def _select(done: pd.DataFrame, activation, margin) -> pd.DataFrame:
     mask = (done["activation"] == activation) & np.array([margin_match(m, margin) for m in done["margin"]],
                                                           dtype=bool)
@@ -96,13 +107,14 @@ def vision_table(df: pd.DataFrame, metric: str = "test/acc") -> pd.DataFrame:
         mean, std, n = _ours_stats(mine[metric]) if metric in mine else (np.nan, np.nan, 0)
         rows.append({"dataset": p["dataset"], "activation": p["activation"], "margin": p["margin"],
                      "paper_mean": p["acc_mean"], "paper_pm": p["acc_pm"], "ours_mean": mean,
-                     "ours_std": std, "n": n})
+                     "ours_std": std, "n": n, "note": pooled_note(mine[mine[metric].notna()]) if n else ""})
     extra = done[done["_ds"].isin(set(paper["dataset"])) & ~done.index.isin(used)] if len(done) else done
     if metric in extra and len(extra):
         for (ds, act, m), g in extra.groupby(["_ds", "activation", "margin"], dropna=False):
             mean, std, n = _ours_stats(g[metric])
             rows.append({"dataset": ds, "activation": act, "margin": m, "paper_mean": np.nan,
-                         "paper_pm": np.nan, "ours_mean": mean, "ours_std": std, "n": n})
+                         "paper_pm": np.nan, "ours_mean": mean, "ours_std": std, "n": n,
+                         "note": pooled_note(g[g[metric].notna()])})
     out = pd.DataFrame(rows)
     out["delta"] = out["ours_mean"] - out["paper_mean"]
     out["within_pm"] = out["delta"].abs() <= out["paper_pm"]
@@ -163,11 +175,12 @@ def _paper_vs_ours(df: pd.DataFrame, name: str, columns: dict, prefixes: tuple) 
         mine = _select(done, p["activation"], p["margin"]) if len(done) else done
         ours_means = []
         for col, (task, metric) in columns.items():
-            mean, std, n = (_ours_stats(glue_value(mine, task, metric, prefixes)) if len(mine)
-                            else (np.nan, np.nan, 0))
+            values = glue_value(mine, task, metric, prefixes) if len(mine) else pd.Series(dtype=float)
+            mean, std, n = _ours_stats(values)
             ours_means.append(mean)
+            note = pooled_note(mine.loc[values.dropna().index]) if n else ""
             rows.append({"activation": p["activation"], "margin": p["margin"], "task": col, "paper": p[col],
-                         "ours_mean": mean, "ours_std": std, "n": n, "note": ""})
+                         "ours_mean": mean, "ours_std": std, "n": n, "note": note})
         note = (f"reported {p['avg_reported']:.2f} ≠ row mean {p['avg_computed']:.2f}"
                 if p["avg_mismatch"] else "")
         ours_avg = np.mean(ours_means) if not np.isnan(ours_means).any() else np.nan
@@ -182,9 +195,11 @@ def _paper_vs_ours(df: pd.DataFrame, name: str, columns: dict, prefixes: tuple) 
 def vision_display(t: pd.DataFrame) -> pd.DataFrame:
     """Table 1's cells: paper mean ± its reported spread, ours mean ± std, n and the difference."""
     header = ["Dataset", "Activation", "α", "Paper (%)", "Ours (%)", "n", "Δ (pp)"]
+    notes = "note" in t and bool(t["note"].astype(bool).any())  # a Note column only when a cell pools non-replicates
     rows = [[r["dataset"], r["activation"], fmt_key(r["margin"]), fmt_mean_std(r["paper_mean"], r["paper_pm"]),
              fmt_mean_std(r["ours_mean"], r["ours_std"]), str(int(r["n"])), fmt_num(r["delta"], sign=True)]
-            for _, r in t.iterrows()]
+            + ([r["note"]] if notes else []) for _, r in t.iterrows()]
+    header += ["Note"] if notes else []
     return pd.DataFrame(rows, columns=header)
 
 
@@ -207,11 +222,13 @@ def write_paper_tables(df: pd.DataFrame, out: str | Path, force: bool = False, c
     if force or t1["n"].sum() > 0:
         paths += _write(out, "paper_table1", t1, vision_display(t1),
                         "Table 1 (vision, test accuracy %): paper (mean ± its reported spread) vs ours (mean ± std over seeds)")
+        _warn_pooled(console, "Table 1", t1, ("dataset", "activation", "margin"))
     t2 = glue_table(df)
     if force or t2["n"].fillna(0).sum() > 0:
         flagged = t2.loc[t2["note"] != "", ["activation", "margin", "note"]]
         caption = "Table 2 (GLUE dev scores): paper vs ours; paper Avg recomputed from its row"
         paths += _write(out, "paper_table2", t2, glue_display(t2), caption)
+        _warn_pooled(console, "Table 2", t2, ("activation", "margin", "task"))
         if console is not None:
             for _, r in flagged.iterrows():
                 console.print(f"[yellow]paper Table 2 {r['activation']} α={fmt_key(r['margin'])}: "
@@ -220,7 +237,17 @@ def write_paper_tables(df: pd.DataFrame, out: str | Path, force: bool = False, c
         t3 = int8_table(df)
         caption = "Table 3 (INT8 minus full precision, GLUE dev points): paper vs ours (mean ± std over runs)"
         paths += _write(out, "paper_table3", t3, glue_display(t3, sign=True), caption)
+        _warn_pooled(console, "Table 3", t3, ("activation", "margin", "task"))
     return paths
+
+
+def _warn_pooled(console, name: str, table: pd.DataFrame, keys: tuple) -> None:
+    """One line per cell of ours that pools runs that are not replicates."""
+    if console is None:
+        return
+    for _, r in table[table["note"].str.startswith("pools", na=False)].iterrows():
+        where = " ".join(fmt_key(r[k]) for k in keys)
+        console.print(f"paper {name} {where}: ours {r['note']}", style="yellow", markup=False, highlight=False)
 
 
 def _write(out: Path, stem: str, table: pd.DataFrame, cells: pd.DataFrame, caption: str) -> list[Path]:

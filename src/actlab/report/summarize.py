@@ -1,8 +1,13 @@
 """Comparison tables over seeds: `actlab summarize [RUNS_DIR] --by dataset,activation,margin --metric test/acc`.
 
-Per group of completed runs: mean ± std, n, a 95 % bootstrap CI and the difference to the baseline
-activation in the same context (paired t-test when the seed sets match, else Welch). Runs that failed,
-are still running or are corrupt are counted per group and listed, never dropped silently.
+A row pools only true replicates: completed runs identical in every config key but the seed. Runs of
+one --by group that differ in another key (a second model, another learning rate) are split into rows
+by it, a column is added and a note says which key (actlab.report.groups). Per row: mean ± std, n, a 95 %
+CI of the mean (Student t by default, `--ci bootstrap` for BCa; the header names the method; see
+actlab.report.stats) and the difference to the baseline activation run with the same config but for
+activation, margin, schedule and seed (paired t-test when the seed sets match, else Welch). Runs that
+failed, are still running or are corrupt are counted per row and listed, never dropped silently; so are
+completed runs with a non-finite metric (an old record): excluded from their row, with the reason.
 Writes <out>/<name>.md, .tex (booktabs), .csv (raw units), plus <name>_dead.* and <name>_excluded.csv,
 and <name>_int8.* (INT8 minus fp32 per GLUE task, the paper's Table 3) once `actlab int8` has run.
 Cells, "mean ± std" (ddof=1) and the Markdown/LaTeX output come from actlab.report.tables; the GLUE
@@ -13,16 +18,16 @@ from __future__ import annotations
 
 import argparse
 import re
-import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
-from actlab.report import paper
+from actlab.report import groups, paper
 from actlab.report.frame import DEAD_KEYS, is_nan, load_frame
+from actlab.report.groups import is_activation_key  # noqa: F401 - part of this module's interface
+from actlab.report.stats import CI_LABEL, CI_METHODS, bootstrap_ci, compare, interval, t_ci  # noqa: F401
 from actlab.report.tables import DASH, fmt_key, fmt_mean_std, fmt_num, fmt_p, mean_std, to_latex, to_markdown
 
 DEFAULT_BY = ("dataset", "activation", "margin")
@@ -44,155 +49,182 @@ def higher_is_better(metric: str) -> bool:
     return not _LOWER_IS_BETTER.search(metric)
 
 
-def is_activation_key(key: str) -> bool:
-    """Keys that describe the activation itself (not the context a baseline is matched in)."""
-    return key in ("activation", "margin", "schedule") or key.startswith(("activation.", "margin."))
-
-
-def bootstrap_ci(x: np.ndarray, level: float = 0.95, n_resamples: int = 2000) -> tuple[float, float]:
-    """Bootstrap CI of the mean, seeded so tables are reproducible.
-
-    n=1: no interval (NaN). Constant samples: the point itself. n=2: percentile method (BCa's
-    jackknife is degenerate); it spans the two values and is only indicative. n>=3: BCa.
-    """
-    x = np.asarray(x, dtype=float)
-    if len(x) < 2:
-        return (np.nan, np.nan)
-    if np.all(x == x[0]):
-        return (float(x[0]), float(x[0]))
-    method = "percentile" if len(x) < 3 else "BCa"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        ci = stats.bootstrap((x,), np.mean, n_resamples=n_resamples, confidence_level=level,
-                             method=method, rng=np.random.default_rng(0)).confidence_interval
-        if not np.isfinite([ci.low, ci.high]).all():
-            ci = stats.bootstrap((x,), np.mean, n_resamples=n_resamples, confidence_level=level,
-                                 method="percentile", rng=np.random.default_rng(0)).confidence_interval
-    return (float(ci.low), float(ci.high))
-
-
-def compare(ours: pd.Series, base: pd.Series) -> tuple[float, float, str]:
-    """(mean difference, p-value, test) of two seed-indexed samples.
-
-    Paired t-test when both have the same set of seeds (seed s shares data order and init RNG
-    with the baseline's seed s); Welch's t-test otherwise; no p-value when a side has n < 2.
-    """
-    ours, base = ours.dropna(), base.dropna()
-    ours, base = ours.groupby(level=0).mean(), base.groupby(level=0).mean()  # duplicate seeds: average
-    if len(ours) == 0 or len(base) == 0:
-        return (np.nan, np.nan, "")
-    diff = float(ours.mean() - base.mean())
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        if len(ours) >= 2 and set(ours.index) == set(base.index) and not ours.index.hasnans:
-            return (diff, float(stats.ttest_rel(ours.sort_index(), base.sort_index()).pvalue), "paired")
-        if len(ours) >= 2 and len(base) >= 2:
-            return (diff, float(stats.ttest_ind(ours, base, equal_var=False).pvalue), "welch")
-    return (diff, np.nan, "")
-
-
 @dataclass
 class Summary:
-    """Numeric per-group statistics (raw units) and the runs that were not counted."""
+    """Numeric per-row statistics (raw units) and the runs that were not counted.
+
+    `by`: the row keys (the --by keys, then `split`, the config keys that had to be added so that each
+    row pools true replicates); `ci`: the CI method ("t", "bootstrap", or None); `notes`: one-line
+    remarks for the reader (a split, rows without a comparable baseline)."""
 
     stats: pd.DataFrame
     excluded: pd.DataFrame
     by: list[str]
     metrics: list[str]
     baseline: str | None
+    ci: str | None = "t"
+    split: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    plan: groups.Plan | None = None
 
 
-def _norm(key, n: int) -> tuple:
-    """A groupby key as a tuple with NaN -> None (NaN != NaN would break dict lookups)."""
-    key = key if isinstance(key, tuple) else (key,)
-    return tuple(None if is_nan(v) else v for v in key[:n])
+def _nonfinite(rows: np.ndarray, values: dict[str, np.ndarray]) -> dict[int, str]:
+    """Row position -> reason, for completed runs of one row with a non-finite metric: ±inf, or NaN
+    while another run of the row has a value. A metric NaN in every run of the row is not recorded there
+    (a GLUE task without test/acc): its cells show —, and it excludes nobody."""
+    reasons: dict[int, list[str]] = {}
+    for m, v in values.items():
+        x = v[rows]
+        bad = ~np.isfinite(x)
+        if not bad.any() or np.isnan(x).all():
+            continue
+        for pos, val in zip(rows[bad], x[bad]):
+            why = "non-finite" if np.isinf(val) else "not a number, or not recorded"
+            reasons.setdefault(int(pos), []).append(f"{m} = {val} ({why})")
+    return {p: "; ".join(r) for p, r in reasons.items()}
 
 
-def _by_seed(runs: pd.DataFrame, metric: str) -> pd.Series:
-    return pd.Series(runs[metric].to_numpy(dtype=float), index=runs["seed"].to_numpy())
+def _ci_method(ci) -> str | None:
+    method = "t" if ci is True else (ci or None)
+    if method is not None and method not in CI_METHODS:
+        raise ValueError(f"unknown CI method {ci!r}; one of {', '.join(CI_METHODS)}")
+    return method
 
 
 def summarize(df: pd.DataFrame, by=DEFAULT_BY, metrics=("test/acc",), baseline: str | None = "relu",
-              ci: bool = True) -> Summary:
-    """Group runs by `by`; stats over completed runs, status counts over all of them (raw units)."""
+              ci: str | bool | None = "t", drop: dict[str, str] | None = None,
+              plan: groups.Plan | None = None) -> Summary:
+    """Group runs by `by` (split into true replicates); stats over completed runs, status counts over all
+    of them (raw units). `drop`: run_id -> reason for completed runs to leave out too (the dead-rate
+    table drops the main table's); `plan`: a groups.plan(df, by) already made."""
     by, metrics = list(by), [m for m in metrics if m in df.columns]
     missing = [k for k in by if k not in df.columns]
     if missing:
         raise KeyError(f"unknown --by key(s) {missing}; columns: {', '.join(map(str, df.columns))}")
-    context = [k for k in by if not is_activation_key(k)]
-    done = df[df["status"] == "completed"]
-    base_runs: dict[tuple, pd.DataFrame] = {}
-    if baseline and "activation" in by:
-        b = done[done["activation"] == baseline]
-        base_runs = {_norm(k, len(context)): g for k, g in b.groupby(context, dropna=False)} if context else {(): b}
-    rows = []
-    for key, g in df.groupby(by, dropna=False, sort=True):
-        key = _norm(key, len(by))
-        counts = g["status"].value_counts()
-        row = dict(zip(by, key)) | {"n": int(counts.get("completed", 0))}
-        for st in ("failed", "running", "corrupt"):
-            row[f"n_{st}"] = int(counts.get(st, 0))
-        row["n_other"] = int(len(g) - row["n"] - row["n_failed"] - row["n_running"] - row["n_corrupt"])
-        mine = g[g["status"] == "completed"]
+    method = _ci_method(ci)
+    plan = plan or groups.plan(df, by)
+    keys, drop = plan.keys, drop or {}
+    status = df["status"].to_numpy(dtype=object)
+    run_ids = df["run_id"].to_numpy(dtype=object)
+    seeds = pd.to_numeric(df["seed"], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+    values = {m: pd.to_numeric(df[m], errors="coerce").to_numpy(dtype=float, na_value=np.nan) for m in metrics}
+    used, why = [], {}
+    for rows in plan.members:  # the runs each row counts
+        done = rows[status[rows] == "completed"]
+        bad = _nonfinite(done, values) | {int(p): drop[run_ids[p]] for p in done if run_ids[p] in drop}
+        why |= bad
+        used.append(done[[int(p) not in bad for p in done]] if bad else done)
+    with_base = bool(baseline) and "activation" in keys
+    base_of: dict[tuple, list[int]] = {}
+    if with_base:
+        a = keys.index("activation")
+        for gi, kv in enumerate(plan.key_values):
+            if kv[a] == baseline:
+                base_of.setdefault(plan.context[gi], []).append(gi)
+    rows_out, unmatched = [], 0
+    for gi, rows in enumerate(plan.members):
+        st = status[rows]
+        mine = used[gi]
+        row = dict(zip(keys, plan.key_values[gi])) | {"n": len(mine)}
+        for name in ("failed", "running", "corrupt"):
+            row[f"n_{name}"] = int(np.count_nonzero(st == name))
+        row["n_other"] = int(len(rows) - np.count_nonzero(st == "completed") - row["n_failed"] - row["n_running"]
+                             - row["n_corrupt"])
+        row["n_nonfinite"] = int(np.count_nonzero(st == "completed") - len(mine))
         base = None
-        if base_runs and row["activation"] != baseline:
-            base = base_runs.get(tuple(row[k] for k in context))
+        if with_base and row["activation"] != baseline:
+            match = base_of.get(plan.context[gi], [])
+            base = used[match[0]] if len(match) == 1 else None  # several: ambiguous, none: nothing to pair
+            unmatched += int(base is None and len(mine) > 0)
         for m in metrics:
-            x = mine[m].dropna().astype(float)
-            row[f"{m}:mean"], row[f"{m}:std"], row[f"{m}:n"] = mean_std(x)
-            if ci:
-                row[f"{m}:ci_low"], row[f"{m}:ci_high"] = bootstrap_ci(x.to_numpy())
-            if baseline and "activation" in by:
-                d, p, test = (np.nan, np.nan, "") if base is None or mine.empty else compare(
-                    _by_seed(mine, m), _by_seed(base, m))
+            x = values[m][mine]
+            x = x[~np.isnan(x)]
+            mean, std, n = mean_std(x)
+            row |= {f"{m}:mean": mean, f"{m}:std": std, f"{m}:n": n}
+            if method:
+                row[f"{m}:ci_low"], row[f"{m}:ci_high"] = interval(x, method, mean, std)
+            if with_base:
+                d, p, test = ((np.nan, np.nan, "") if base is None or not len(mine) else
+                              compare(values[m][mine], seeds[mine], values[m][base], seeds[base]))
                 row |= {f"{m}:diff": d, f"{m}:p": p, f"{m}:test": test}
-        rows.append(row)
-    out = pd.DataFrame(rows)
-    if baseline and "activation" in by:  # the baseline's row first within each context
-        out["_o"] = out["activation"] != baseline
-        out = out.sort_values(context + ["_o"], kind="stable", na_position="last").drop(columns="_o")
-        out = out.reset_index(drop=True)
-    _mark_best(out, context, metrics)
-    excluded = df.loc[df["status"] != "completed", ["run_id", "status", "error", "path"]]
-    return Summary(out, excluded.reset_index(drop=True), by, metrics, baseline)
+        rows_out.append(row)
+    context_keys = [k for k in keys if not is_activation_key(k)]
+
+    def order(gi: int) -> tuple:
+        kv = dict(zip(keys, plan.key_values[gi]))
+        if not with_base:
+            return groups.sort_key(plan.key_values[gi])
+        return (groups.sort_key(tuple(kv[k] for k in context_keys)), kv["activation"] != baseline,
+                groups.sort_key(plan.key_values[gi]))
+
+    ranked = sorted(range(len(rows_out)), key=order)
+    out = pd.DataFrame([rows_out[i] for i in ranked], columns=list(rows_out[0]) if rows_out else keys + ["n"])
+    contexts = {c: j for j, c in enumerate(dict.fromkeys(plan.context))}
+    _mark_best(out, np.array([contexts[plan.context[i]] for i in ranked], dtype=int), metrics)
+    notes = [n for n in (plan.note(),) if n]
+    if with_base and unmatched:
+        notes.append(f"note: {unmatched} row(s) have no {baseline} row (or several) with the same config but for "
+                     "activation, margin, schedule and seed: their Δ and p are —")
+    excluded = _excluded(df, status != "completed", why)
+    return Summary(out, excluded, keys, metrics, baseline, method, plan.split, notes, plan)
+
+
+def _excluded(df: pd.DataFrame, not_done: np.ndarray, why: dict[int, str]) -> pd.DataFrame:
+    """run_id, status, reason, error, path of the runs not counted, in frame order."""
+    mask = not_done.copy()
+    mask[list(why)] = True
+    out = df.loc[mask, ["run_id", "status", "error", "path"]].copy()
+    reasons = []
+    for pos, st, err in zip(np.flatnonzero(mask), out["status"], out["error"]):
+        first = "" if is_nan(err) else (str(err).strip().splitlines() or [""])[0][:200]
+        reasons.append(why.get(int(pos)) or (f"{st}: {first}" if first else str(st)))
+    out.insert(2, "reason", reasons)
+    return out.reset_index(drop=True)
 
 
 def _mark_best(out, context, metrics) -> None:
-    """<m>:best is True for the best mean within each context (ties at display precision all marked)."""
+    """<m>:best is True for the best mean among rows of one context (ties at display precision all marked)."""
     for m in metrics:
         shown = (out[f"{m}:mean"] * scale_of(m)).round(2)
-        keys = [out[k].astype(str) for k in context] or [pd.Series("", index=out.index)]
-        best = shown.groupby(keys).transform("max" if higher_is_better(m) else "min")
+        best = shown.groupby(context).transform("max" if higher_is_better(m) else "min") if len(out) else shown
         out[f"{m}:best"] = shown.notna() & (shown == best)
 
 
 # --- display tables (cells formatted by actlab.report.tables) -------------------------------------------
 def display_table(s: Summary) -> tuple[pd.DataFrame, np.ndarray]:
-    """The main table's cells (metrics in display units) and its bold mask (the best mean per context)."""
+    """The main table's cells (metrics in display units) and its bold mask (the best mean per context).
+
+    The CI header names its method ("95% CI (t)"); a "non-finite" column appears when a run was excluded
+    for a non-finite metric."""
     base = s.baseline and "activation" in s.by
+    ci = f"95% CI ({CI_LABEL[s.ci]})" if s.ci else None
     header = [PRETTY.get(k, k) for k in s.by] + ["n"]
     for m in s.metrics:
         unit = " (%)" if scale_of(m) == 100 else ""
-        header += [f"{m}{unit}", "95% CI"] + ([f"Δ vs {s.baseline}", "p"] if base else [])
-    header += ["failed", "running", "corrupt"]
+        header += [f"{m}{unit}"] + ([ci] if ci else []) + ([f"Δ vs {s.baseline}", "p"] if base else [])
+    tail = ["n_failed", "n_running", "n_corrupt"] + (["n_nonfinite"] if s.stats.get("n_nonfinite", pd.Series()).any()
+                                                      else [])
+    header += [k.removeprefix("n_").replace("nonfinite", "non-finite") for k in tail]
     rows, bold = [], []
     for _, r in s.stats.iterrows():
         cells = [fmt_key(r[k]) for k in s.by] + [str(r["n"])]
         mask = [False] * len(cells)
         for m in s.metrics:
             c = scale_of(m)
-            lo, hi = r.get(f"{m}:ci_low", np.nan), r.get(f"{m}:ci_high", np.nan)
-            cells += [fmt_mean_std(r[f"{m}:mean"] * c, r[f"{m}:std"] * c),
-                      DASH if is_nan(lo) else f"[{fmt_num(lo * c)}, {fmt_num(hi * c)}]"]
-            mask += [bool(r[f"{m}:best"]), False]
+            cells.append(fmt_mean_std(r[f"{m}:mean"] * c, r[f"{m}:std"] * c))
+            mask.append(bool(r[f"{m}:best"]))
+            if ci:
+                lo, hi = r[f"{m}:ci_low"], r[f"{m}:ci_high"]
+                cells.append(DASH if is_nan(lo) else f"[{fmt_num(lo * c)}, {fmt_num(hi * c)}]")
+                mask.append(False)
             if base:
                 p = r[f"{m}:p"]
                 cells += [fmt_num(r[f"{m}:diff"] * c, sign=True),
                           DASH if is_nan(p) else f"{fmt_p(p)} ({r[f'{m}:test']})"]
                 mask += [False, False]
-        cells += [str(r["n_failed"]), str(r["n_running"]), str(r["n_corrupt"])]
+        cells += [str(r[k]) for k in tail]
         rows.append(cells)
-        bold.append(mask + [False] * 3)
+        bold.append(mask + [False] * len(tail))
     return pd.DataFrame(rows, columns=header), np.array(bold, dtype=bool).reshape(len(rows), len(header))
 
 
@@ -203,6 +235,12 @@ def dead_table(s: Summary) -> pd.DataFrame:
             + [fmt_mean_std(r[f"{m}:mean"] * 100, r[f"{m}:std"] * 100) for m in s.metrics]
             for _, r in s.stats.iterrows()]
     return pd.DataFrame(rows, columns=header)
+
+
+def _norm(key, n: int) -> tuple:
+    """A groupby key as a tuple with NaN -> None (NaN != NaN would break dict lookups)."""
+    key = key if isinstance(key, tuple) else (key,)
+    return tuple(None if is_nan(v) else v for v in key[:n])
 
 
 def int8_view(df: pd.DataFrame, by=("activation", "margin")) -> pd.DataFrame:
@@ -239,12 +277,14 @@ def int8_display(t: pd.DataFrame, by) -> pd.DataFrame:
 
 
 def excluded_markdown(excluded: pd.DataFrame, limit: int = 50) -> str:
-    """The runs not counted in the statistics, one line each (error's first line, truncated)."""
+    """The runs not counted in the statistics, one line each (the reason of a completed run excluded for
+    a non-finite metric, else the error's first line, truncated)."""
     if excluded.empty:
         return ""
     lines = [f"Runs not counted ({len(excluded)}):", ""]
     for _, r in excluded.head(limit).iterrows():
-        err = "" if is_nan(r["error"]) else " — " + str(r["error"]).splitlines()[0][:120]
+        text = r["reason"] if r["status"] == "completed" and "reason" in r else r["error"]
+        err = "" if is_nan(text) or not str(text).strip() else " — " + str(text).splitlines()[0][:120]
         lines.append(f"- `{r['run_id']}` {r['status']}{err}")
     if len(excluded) > limit:
         lines.append(f"- ... and {len(excluded) - limit} more (see the _excluded.csv)")
@@ -252,28 +292,37 @@ def excluded_markdown(excluded: pd.DataFrame, limit: int = 50) -> str:
 
 
 def write_summary(df: pd.DataFrame, out: str | Path, name: str, by=DEFAULT_BY, metrics=("test/acc",),
-                  baseline: str | None = "relu") -> tuple[list[Path], str]:
-    """Write the main and dead-rate tables; return (paths written, the Markdown shown to the user)."""
+                  baseline: str | None = "relu", ci: str = "t", console=None) -> tuple[list[Path], str]:
+    """Write the main and dead-rate tables; return (paths written, the Markdown shown to the user).
+
+    The notes (rows split by a config key, rows without a comparable baseline) go under the main table,
+    one paragraph each, and to `console` (a rich Console) when given."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    s = summarize(df, by, metrics, baseline)
+    s = summarize(df, by, metrics, baseline, ci)
     if not s.metrics:
         raise KeyError(f"none of the metrics {list(metrics)} is in the runs")
     table, bold = display_table(s)
     md = f"## {name}: {', '.join(s.metrics)} by {', '.join(s.by)} (mean ± std over seeds)\n\n"
-    md += to_markdown(table, bold)
-    tex = to_latex(table, bold, caption=f"actlab summarize: {name}")
+    md += to_markdown(table, bold) + "".join(f"\n{n}\n" for n in s.notes)
+    ci_name = {"t": "Student t", "bootstrap": "BCa bootstrap"}.get(s.ci or "", "none")
+    tex = to_latex(table, bold, caption=f"actlab summarize: {name} (mean ± std over seeds; 95% CI: {ci_name})")
     s.stats.to_csv(out / f"{name}.csv", index=False)
     paths = [out / f"{name}.md", out / f"{name}.tex", out / f"{name}.csv"]
+    excluded = s.excluded
     dead_metrics = [k for k in ("dead_fwd", "dead_grad") if k in df.columns and df[k].notna().any()]
     if dead_metrics:
-        d = summarize(df, by, dead_metrics, baseline, ci=False)  # baseline: same row order, Δ in the csv
+        gone = dict(zip(excluded["run_id"], excluded["reason"]))  # a run not counted above is not counted here
+        # baseline: same row order, Δ in the csv
+        d = summarize(df, by, dead_metrics, baseline, ci=False, drop=gone, plan=s.plan)
+        excluded = pd.concat([excluded, d.excluded[~d.excluded["run_id"].isin(gone)]], ignore_index=True)
         dead = dead_table(d)
         md += "\n### Dead-neuron rates (%, final epoch)\n\n" + to_markdown(dead)
         (out / f"{name}_dead.tex").write_text(to_latex(dead, caption=f"actlab summarize: {name} dead"))
         d.stats.to_csv(out / f"{name}_dead.csv", index=False)
         paths += [out / f"{name}_dead.tex", out / f"{name}_dead.csv"]
-    int8_by = [k for k in s.by if k != "dataset"] or ["activation", "margin"]  # tasks are its columns
+    # GLUE tasks are Table 3's columns: its rows are the other keys
+    int8_by = [k for k in s.by if groups.config_key(k).split(".")[0] != "dataset"] or ["activation", "margin"]
     int8 = int8_view(df, int8_by)
     if not int8.empty:
         cells = int8_display(int8, int8_by)
@@ -282,12 +331,14 @@ def write_summary(df: pd.DataFrame, out: str | Path, name: str, by=DEFAULT_BY, m
         (out / f"{name}_int8.tex").write_text(to_latex(cells, caption=f"actlab summarize: {name} INT8 - fp32"))
         int8.to_csv(out / f"{name}_int8.csv", index=False)
         paths += [out / f"{name}_int8.tex", out / f"{name}_int8.csv"]
-    if not s.excluded.empty:
-        md += "\n" + excluded_markdown(s.excluded)
-        s.excluded.to_csv(out / f"{name}_excluded.csv", index=False)
+    if not excluded.empty:
+        md += "\n" + excluded_markdown(excluded)
+        excluded.to_csv(out / f"{name}_excluded.csv", index=False)
         paths.append(out / f"{name}_excluded.csv")
     (out / f"{name}.md").write_text(md)
     (out / f"{name}.tex").write_text(tex)
+    for n in s.notes if console is not None else ():
+        console.print(n, style="yellow", soft_wrap=True, markup=False, highlight=False)
     return paths, md
 
 
@@ -299,6 +350,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="results/tables", help="output folder")
     parser.add_argument("--baseline", default="relu", help="activation to compare against ('' for none)")
     parser.add_argument("--name", default="summary", help="file stem of the tables")
+    parser.add_argument("--ci", choices=CI_METHODS, default="t",
+                        help="95%% CI of the mean: t (Student t, the default) or bootstrap (BCa, 2,000 resamples)")
     parser.add_argument("--paper", action="store_true", help="also write the paper-vs-ours tables")
     parser.add_argument("--no-wandb", action="store_true", help="ignore W&B offline runs")
     parser.add_argument("--wandb-project", default=None, help="read an online W&B project entity/project")
@@ -315,7 +368,8 @@ def run(args: argparse.Namespace) -> int:
         return 1
     by = [k.strip() for k in args.by.split(",") if k.strip()]
     try:
-        paths, md = write_summary(df, args.out, args.name, by, args.metrics or ["test/acc"], args.baseline or None)
+        paths, md = write_summary(df, args.out, args.name, by, args.metrics or ["test/acc"], args.baseline or None,
+                                  getattr(args, "ci", "t"), console=console)
     except KeyError as e:
         console.print(f"[red]{e.args[0]}[/red]")
         return 2

@@ -20,7 +20,7 @@ from actlab.report.frame import is_nan
 
 DDOF = 1  # sample standard deviation, everywhere a "± std" is shown or stored
 DASH = "—"  # a cell without a value
-_NUMERIC = re.compile(r"^[-+\d.\[—]")
+_NUMERIC = re.compile(r"^[-+<\d.\[—]")  # "<0.001" is a p-value
 # After pandas' LaTeX escaping: the symbols the tables use, as text-mode LaTeX (pdflatex lacks them).
 _TEX_SYMBOLS = {"±": r"$\pm$", "α": r"$\alpha$", "Δ": r"$\Delta$", "≠": r"$\neq$", "—": "--"}
 
@@ -28,8 +28,13 @@ _TEX_SYMBOLS = {"±": r"$\pm$", "α": r"$\alpha$", "Δ": r"$\Delta$", "≠": r"$
 # --- statistics and cells ------------------------------------------------------------------------------
 def mean_std(values: Iterable[float]) -> tuple[float, float, int]:
     """(mean, std with ddof=1, n) of the non-NaN values; NaN mean for none, NaN std for fewer than two."""
-    x = pd.Series(list(values), dtype=float).dropna()
-    return (float(x.mean()) if len(x) else np.nan, float(x.std(ddof=DDOF)) if len(x) else np.nan, len(x))
+    if isinstance(values, pd.Series):
+        x = values.to_numpy(dtype=float, na_value=np.nan)
+    else:
+        x = np.asarray(values if isinstance(values, np.ndarray) else list(values), dtype=float)
+    x = x[~np.isnan(x)]  # numpy, not a pandas Series: summarize calls this for every row and metric
+    n = len(x)
+    return (float(x.mean()) if n else np.nan, float(x.std(ddof=DDOF)) if n > DDOF else np.nan, n)
 
 
 def fmt_num(x, digits: int = 2, sign: bool = False, thousands: bool = False) -> str:

@@ -14,9 +14,9 @@ import json
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 # Top-level keys that never change results.
-_NOT_IDENTITY = {"paths", "force", "resume", "run_id", "logger", "tags", "hydra"}
+NOT_IDENTITY = {"paths", "force", "resume", "run_id", "logger", "tags", "hydra"}
 # Nested keys that never change results.
-_NOT_IDENTITY_NESTED = {
+NOT_IDENTITY_NESTED = {
     "trainer": {"enable_progress_bar", "log_every_n_steps", "enable_model_summary"},
 }
 
@@ -56,19 +56,19 @@ def identity(cfg: DictConfig) -> dict:
     with open_dict(cfg):
         cfg.setdefault("paths", {})["run_dir"] = "<run_dir>"
     data = OmegaConf.to_container(cfg, resolve=True)
-    data = {k: v for k, v in data.items() if k not in _NOT_IDENTITY}
-    for group, keys in _NOT_IDENTITY_NESTED.items():
+    data = {k: v for k, v in data.items() if k not in NOT_IDENTITY}
+    for group, keys in NOT_IDENTITY_NESTED.items():
         if isinstance(data.get(group), dict):
             data[group] = {k: v for k, v in data[group].items() if k not in keys}
-    return _short_targets(data)
+    return short_targets(data)
 
 
-def _short_targets(node):
+def short_targets(node):
     if isinstance(node, dict):
         return {k: (v.rsplit(".", 1)[-1] if k == "_target_" and isinstance(v, str) and v.startswith("actlab.")
-                    else _short_targets(v)) for k, v in node.items()}
+                    else short_targets(v)) for k, v in node.items()}
     if isinstance(node, list):
-        return [_short_targets(v) for v in node]
+        return [short_targets(v) for v in node]
     return node
 
 
