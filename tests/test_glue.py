@@ -203,7 +203,10 @@ def test_minilm_fine_tune_learns_the_cue_with_helu_in_every_layer(glue_files, tm
                        "trainer.max_epochs=3", "optim.lr=1e-4", "monitor=dead_neurons"))
     assert rec["status"] == "completed"
     assert rec["metrics"]["test/acc"] >= 0.9  # the cue word decides the label; chance is 0.5
-    layers = {k.split("/", 1)[1] for k in rec["dead"]["final"] if k.startswith("dead_fwd/")}
+    from actlab.run import records
+
+    per_layer = records.read_dead_layers(tmp_path / "runs" / rec["run_id"])
+    layers = {k.split("/", 1)[1] for k in per_layer if k.startswith("dead_fwd/")}
     assert layers == {f"bert.encoder.layer.{i}.intermediate.intermediate_act_fn" for i in range(6)}
 
 
