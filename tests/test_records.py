@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -224,3 +225,43 @@ def test_non_finite_values_come_back_as_numbers(tmp_path):
     assert df["history"][0][0]["train/loss"] == math.inf and df["dead_history"][0] == dead
     one = load_frame(tmp_path / "all")  # every value non-finite: still a float column
     assert one["test/loss"].dtype == "float64" and one["dead_fwd"].tolist() == [-math.inf]
+
+
+# --- reading many records: one walk, no sidecar files unless asked --------------------------------------------
+def test_find_paths_is_find_as_strings_and_collects_wandb_folders(tmp_path):
+    base, train, dead = _parts()
+    runs = tmp_path / "runs"
+    for rel in ("a", "sweep/0/b", "sweep/1/c", "deep/1/2/3/d"):  # d is deeper than max_depth=3
+        write_schema3(runs / rel, dict(base, run_id=rel), train, dead)
+    for rel in ("wandb", "sweep/wandb", "a/wandb", "sweep/0/b/wandb"):  # the last two inside run dirs
+        (runs / rel / "offline-run-x").mkdir(parents=True)
+    dirs: list[str] = []
+    found = records.find_paths(runs, wandb_dirs=dirs)
+    assert found == [str(p) for p in records.find(runs)]
+    assert found == [str(runs / r / records.RECORD) for r in ("a", "sweep/0/b", "sweep/1/c")]
+    assert sorted(dirs) == [str(runs / "sweep" / "wandb"), str(runs / "wandb")]
+    assert records.find_paths(runs / "a") == [str(runs / "a" / records.RECORD)]
+    assert records.find_paths(tmp_path / "nowhere") == []
+
+
+def test_summaries_read_only_record_json(tmp_path, monkeypatch):
+    """A table's load reads record.json and nothing else: no history.jsonl, no dead_layers.json."""
+    base, train, dead = _parts()
+    for i in range(3):
+        write_schema3(tmp_path / "runs" / f"r{i}", dict(base, run_id=f"r{i}"), train, dead)
+    expected = load_frame(tmp_path / "runs")
+    opened = []
+
+    def spy(real):
+        def opener(file, *args, **kwargs):
+            opened.append(str(file))
+            return real(file, *args, **kwargs)
+        return opener
+
+    monkeypatch.setattr("builtins.open", spy(open))
+    monkeypatch.setattr(os, "open", spy(os.open))
+    monkeypatch.setattr(Path, "read_text", lambda self, *a, **k: pytest.fail(f"read {self}"))
+    df = load_frame(tmp_path / "runs")
+    assert opened and all(p.endswith(records.RECORD) for p in opened), opened
+    pd.testing.assert_frame_equal(df, expected)
+    assert not [c for c in df.columns if "/" in c and c.split("/")[0] in ("dead_fwd", "band")]

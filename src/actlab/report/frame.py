@@ -7,19 +7,25 @@ Columns: run_id, status, error, source, kind (image | glue | mlm), dataset, mode
 (activation.margin), schedule (margin.name), seed, tags, the final metrics ("test/acc", ...), the final
 dead rates (dead_fwd, dead_grad, band, zero_rate; per layer "dead_fwd/<layer>" with per_layer=True),
 timings (wall_s, ...), git_commit, git_dirty, every other config key dotted ("optim.lr"), preact_hist
-(absolute path or None) and path. Unreadable records become status "corrupt" rows. GLUE runs evaluated
-by `actlab int8` add "fp32/test/acc", "int8/test/acc" and "int8_delta/test/acc" (INT8 minus fp32, a
-fraction like the metric) for each of their test metrics.
+(absolute path or None) and path. GLUE runs evaluated by `actlab int8` add "fp32/test/acc",
+"int8/test/acc" and "int8_delta/test/acc" (INT8 minus fp32, a fraction like the metric) for each of
+their test metrics.
 
-Records are plain JSON (run.records): json.load reads one. Schema 1/2 records (per-epoch lists inside
-record.json) are upgraded in memory by records.upgrade and give the same rows; `actlab migrate`
-rewrites them on disk. Per-epoch series come from history.jsonl, and only with history=True.
+No wrong result enters as a result: a record that cannot be read, has no config, or holds text that is not
+valid Unicode (a directory name that is not UTF-8, a lone surrogate escape) is a "corrupt" row (path and
+error with \\x escapes); a "completed" run whose final metrics are not all finite (null, "nan", NaN: old
+writers) is "failed". A W&B run that mirrors a record is dropped (the record wins; see _not_mirrored).
+
+Records are plain JSON (run.records) read with json.loads; schema 1/2 ones (per-epoch lists inside
+record.json) are upgraded in memory by records.upgrade and give the same rows (`actlab migrate` rewrites
+them on disk). history.jsonl is read only with history=True, dead_layers.json only with per_layer=True.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -39,65 +45,90 @@ INT8_PARTS = {"fp32": "fp32/", "int8": "int8/", "delta": "int8_delta/"}
 _TAIL = ("git_commit", "git_dirty", "preact_hist", "path", "history", "dead_history")
 # records.clean writes non-finite numbers as these strings (strict JSON has no NaN): numbers again here.
 NONFINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
+_PARTS = ("metrics", "dead", "timings", "git", "files", "int8")  # of a record, beside its config
+_SHORT_OF = {long: short for long, short in SHORT.items() if long != short}  # the renamed ones
+_SCALARS = frozenset({str, int, float, bool, type(None)})  # JSON leaves: a dict of only these is flattened in C
+_NUMBERS = frozenset({float, int, bool})
+_METRIC_PREFIXES = ("train/", "val/", "test/")
+_EMPTY: dict = {}  # stands for a missing part; never written to
+NOT_UTF8 = "path is not valid UTF-8 (shown with \\x escapes): rename the directory to read this run"
 
 
+class NotARecord(ValueError):
+    """What makes a parsed document no usable run record; its row is "corrupt" with this as the error."""
+
+
+# --- row parts -------------------------------------------------------------------------------------------
 def _flatten_into(out: dict, d: dict, prefix: str) -> None:
-    for k, v in d.items():
+    for k, v in d.items():  # JSON objects: str keys
         t = type(v)  # exact type checks: this runs for every key of every record
         if t is dict:
-            _flatten_into(out, v, f"{prefix}{k}.")
-        elif t is list or t is tuple:
-            out[prefix + k] = json.dumps(v)
+            sub = f"{prefix}{k}."
+            if _SCALARS.issuperset(map(type, v.values())):  # a group of plain values (the usual case): no loop
+                out.update(zip(map(sub.__add__, v), v.values()))
+            else:
+                _flatten_into(out, v, sub)
+        elif t is list or t is tuple:  # JSON text, so that columns stay hashable; the config's tags joined
+            out[prefix + k] = json.dumps(v) if prefix or k != "tags" else ",".join(map(str, v))
         else:
             out[prefix + k] = v
-
-
-def flatten(d: dict, prefix: str = "") -> dict:
-    """{"optim": {"lr": 0.1}} -> {"optim.lr": 0.1}; lists become JSON text so columns stay hashable."""
-    out: dict = {}
-    _flatten_into(out, d, prefix)
-    return out
 
 
 def config_columns(config: dict) -> dict:
     """Flattened config with the SHORT keys renamed; tags joined by commas."""
     row: dict = {}
-    _flatten_into(row, {k: v for k, v in config.items() if k != "tags"}, "")
-    for long, short in SHORT.items():
-        if long != short and long in row:
+    _flatten_into(row, config, "")
+    for long, short in _SHORT_OF.items():
+        if long in row:
             row[short] = row.pop(long)
-    tags = config.get("tags")
-    row["tags"] = ",".join(map(str, tags)) if isinstance(tags, (list, tuple)) else tags
+    row.setdefault("tags", None)
     return row
 
 
 def is_layer_key(key: str) -> bool:
     """'dead_fwd/<layer>' or 'train_band/<layer>': a per-layer rate (kept only with per_layer=True)."""
-    if "/" not in key:
-        return False
-    return key.partition("/")[0].removeprefix("train_") in DEAD_KEYS
+    return "/" in key and key.partition("/")[0].removeprefix("train_") in DEAD_KEYS
 
 
-def _summary_items(d: dict, per_layer: bool, keep: dict | None) -> dict:
-    """`d` without per-layer rates (unless per_layer) and without the epoch counter.
-
-    `keep` maps a key signature to its kept keys: the records of one model share one signature, so
-    a load decides which of its hundreds of per-layer keys to drop once, not once per record."""
-    if per_layer:
-        return {k: v for k, v in d.items() if k != "epoch"}
+def _rates(row: dict, d: dict, per_layer: bool, keep: dict) -> None:
+    """Final metrics or dead rates `d` into `row`, but the epoch counter and (unless per_layer) per-layer rates.
+    `keep`: key signature -> keys to drop; the records of one model share one, so each key is judged once."""
+    if type(d) is not dict:
+        raise NotARecord("not a run record (its metrics or dead rates are not a JSON object)")
+    row.update(d)
     sig = tuple(d)
-    kept = keep.get(sig) if keep is not None else None
-    if kept is None:
-        kept = tuple(k for k in sig if k != "epoch" and not is_layer_key(k))
-        if keep is not None:
-            keep[sig] = kept
-    return {k: d[k] for k in kept}
+    drop = keep.get(sig)
+    if drop is None:
+        drop = keep[sig] = tuple(k for k in sig if k == "epoch" or (not per_layer and is_layer_key(k)))
+    for k in drop:
+        del row[k]
 
 
+def non_finite(metrics: dict) -> list[str]:
+    """"name=value" of the final metrics that are null (old writers' NaN), NONFINITE strings, NaN or inf."""
+    bad = []
+    for k, v in metrics.items():
+        t = type(v)
+        if v is None or (t is str and v in NONFINITE) or (t is float and not math.isfinite(v)):
+            bad.append(f"{k}={'null' if v is None else v}")
+    return bad
+
+
+def _status(status, error, metrics: dict) -> tuple:
+    """(status, error); "completed" with final metrics that are not all finite is "failed" (files unchanged)."""
+    if status == "completed" and metrics:
+        values = metrics.values()
+        if not (_NUMBERS.issuperset(map(type, values)) and all(map(math.isfinite, values))):
+            bad = non_finite(metrics)
+            if bad:
+                return "failed", f"non-finite final metrics ({', '.join(bad)})"
+    return status, error
+
+
+# --- records ------------------------------------------------------------------------------------------------
 def _histories(rows: list) -> tuple[list[dict], list[dict]]:
-    """(training rows, dead-rate rows with "epoch") from per-epoch rows (records.merge_history's).
-
-    An epoch the monitor measured but training did not log gets no training row: merging created it."""
+    """(training rows, dead-rate rows with "epoch") from per-epoch rows (records.merge_history's); an epoch
+    the monitor measured but training did not log gets no training row: merging created it."""
     train, dead = records.split_history([r for r in rows if isinstance(r, dict)])
     train = [_finite(r) for r in train if len(r) > 1 or "epoch" not in r]
     return train, [_finite(r) for r in dead]
@@ -108,103 +139,182 @@ def _finite(d: dict) -> dict:
     return {k: NONFINITE.get(v, v) if type(v) is str else v for k, v in d.items()}
 
 
-def record_row(rec: dict, path: Path, per_layer: bool = False, history: bool = False,
-               keep: dict | None = None) -> dict:
-    """One frame row from a parsed record.json at `path` (any schema; 1/2 are upgraded first).
+def printable(text: str) -> str:
+    """`text` as valid Unicode (what pandas, CSV and the console need): the surrogate escapes that stand
+    for undecodable bytes in file names as \\xNN, other lone surrogates as \\udNNN."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return "".join(c if not "\ud800" <= c <= "\udfff" else f"\\x{ord(c) - 0xDC00:02x}"
+                       if "\udc80" <= c <= "\udcff" else f"\\u{ord(c):04x}" for c in text)
 
-    history=True reads the per-epoch rows: an old record's own lists, else history.jsonl beside it.
-    `keep`: a cache shared by the rows of one load (see _summary_items)."""
-    if not isinstance(rec, dict) or not isinstance(rec.get("config", {}), dict):
-        raise ValueError("not a run record (expected a JSON object with a config object)")
-    rows, layers = None, None
-    if rec.get("schema") != records.SCHEMA:
-        rec, rows, layers = records.upgrade(rec)
-    row = config_columns(rec.get("config") or {})
-    row.update(_summary_items(rec.get("metrics") or {}, per_layer, keep))
-    row.update(_summary_items((rec.get("dead") or {}).get("final") or {}, per_layer, keep))
+
+def _invalid_text(doc) -> str | None:
+    """Why `doc` cannot enter the frame (pandas keeps text as UTF-8), or None when it can."""
+    try:
+        json.dumps(doc, ensure_ascii=False, default=str).encode("utf-8")
+    except UnicodeEncodeError as e:
+        return f"holds text that is not valid Unicode ({printable(e.object[max(e.start - 20, 0):e.end + 20])!r})"
+    return None
+
+
+def problem_row(path: str | Path, status: str, error: str) -> dict:
+    """A row for a run that could not be read: kept so tables count it instead of dropping it."""
+    path = printable(os.fspath(path))
+    return {"run_id": os.path.basename(os.path.dirname(path)), "status": status, "error": printable(error),
+            "source": "record", "path": path}
+
+
+def _parse(path: str) -> tuple[dict, tuple | None]:
+    """(record, (history rows, per-layer rates) of an upgraded schema-1/2 record, else None) at `path`;
+    NotARecord, OSError or ValueError when it is no usable record."""
+    if not path.isascii() and printable(path) != path:
+        raise NotARecord(NOT_UTF8)
+    fd = os.open(path, os.O_RDONLY)  # open, one read, close: no buffer, no fstat (a record is ~2 KB)
+    try:
+        data = os.read(fd, 1 << 16)
+        while len(data) % (1 << 16) == 0 and (more := os.read(fd, 1 << 16)):
+            data += more
+    finally:
+        os.close(fd)
+    try:
+        rec = json.loads(data.decode())  # UTF-8, as records are written: no encoding to detect
+    except ValueError:  # a BOM, UTF-16, bad bytes: json.loads says what it makes of them
+        rec = json.loads(data)
+    if type(rec) is not dict:
+        raise NotARecord("not a run record (expected a JSON object with a config object)")
+    config = rec.get("config")
+    if type(config) is not dict or not config:
+        raise NotARecord("no config" if not config else "not a run record (its config is not a JSON object)")
+    # a \u escape of a surrogate (a pair decodes to one character, a lone one is text pandas refuses), or
+    # the bytes of one (json.loads lets them pass)
+    if b"\\ud" in data or b"\\uD" in data or b"\xed" in data:
+        bad = _invalid_text({k: rec.get(k) for k in ("run_id", "status", "error", "kind", "config", *_PARTS)})
+        if bad:
+            raise NotARecord(f"record.json {bad}")
+    if rec.get("schema") == records.SCHEMA:
+        return rec, None
+    rec, rows, layers = records.upgrade(rec)
+    return rec, (rows, layers)
+
+
+def _row(rec: dict, path: str, per_layer: bool, history: bool, keep: dict, old: tuple | None) -> dict:
+    """The frame row of a parsed record (`old`: what records.upgrade took out of a schema-1/2 one)."""
+    row = config_columns(rec["config"])
+    metrics = rec.get("metrics") or _EMPTY
+    _rates(row, metrics, per_layer, keep)
+    _rates(row, (rec.get("dead") or _EMPTY).get("final") or _EMPTY, per_layer, keep)
     if per_layer:  # schema 3 keeps the final per-layer rates beside the record
-        row.update(layers if layers is not None else records.read_dead_layers(Path(path).parent))
-    row.update({k: v for k, v in (rec.get("timings") or {}).items() if not isinstance(v, (dict, list))})
+        row.update(old[1] if old else records.read_dead_layers(Path(os.path.dirname(path))))
+    timings = rec.get("timings") or _EMPTY
+    if _SCALARS.issuperset(map(type, timings.values())):
+        row.update(timings)
+    else:
+        row.update({k: v for k, v in timings.items() if type(v) not in (dict, list)})
     int8 = rec.get("int8")
     if isinstance(int8, dict):  # actlab int8: dev metrics in fp32 and INT8 on CPU, and their difference
         for part, prefix in INT8_PARTS.items():
             values = int8.get(part)
             row.update({prefix + k: v for k, v in values.items()} if isinstance(values, dict) else {})
     # the record's own fields win over config keys of the same name (the config holds run_id: null)
-    row.update({"run_id": rec.get("run_id") or path.parent.name, "status": rec.get("status", "unknown"),
-                "error": rec.get("error"), "source": "record", "kind": records.kind_of(rec)})
-    git = rec.get("git") or {}
+    rid = rec.get("run_id")
+    row["run_id"] = rid if type(rid) is str and rid else str(rid) if rid else os.path.basename(os.path.dirname(path))
+    row["status"], row["error"] = _status(rec.get("status", "unknown"), rec.get("error"), metrics)
+    row["source"] = "record"
+    row["kind"] = rec.get("kind") or records.kind_of(rec)
+    git = rec.get("git") or _EMPTY
     row["git_commit"], row["git_dirty"] = git.get("commit"), git.get("dirty")
-    hist = (rec.get("files") or {}).get("preact_hist")
-    row["preact_hist"] = str(path.parent / hist) if hist else None
-    row["path"] = str(path)
+    hist = (rec.get("files") or _EMPTY).get("preact_hist")
+    row["preact_hist"] = os.path.join(os.path.dirname(path), hist) if hist and type(hist) is str else None
+    row["path"] = path
     if history:
-        row["history"], row["dead_history"] = _histories(rows or records.read_history(path.parent))
+        row["history"], row["dead_history"] = _histories(
+            (old[0] if old else None) or records.read_history(Path(os.path.dirname(path))))
     return row
 
 
-def problem_row(path: Path, status: str, error: str) -> dict:
-    """A row for a run that could not be read: kept so tables count it instead of dropping it."""
-    return {"run_id": path.parent.name, "status": status, "error": error, "source": "record", "path": str(path)}
+def _read_records(paths: list[str], per_layer: bool, history: bool) -> list[dict]:
+    """A row per record.json: a "corrupt" one for each that is unreadable or no run record."""
+    rows, keep = [], {}  # keep: shared by this load's rows (see _rates)
+    for p in paths:
+        try:
+            rec, old = _parse(p)
+            rows.append(_row(rec, p, per_layer, history, keep, old))
+        except NotARecord as e:
+            rows.append(problem_row(p, "corrupt", str(e)))
+        except (OSError, ValueError, TypeError, AttributeError) as e:  # UnicodeDecodeError is a ValueError
+            rows.append(problem_row(p, "corrupt", f"{type(e).__name__}: {e}"))
+    return rows
 
 
-def read_record(path: Path, per_layer: bool = False, history: bool = False, keep: dict | None = None) -> dict:
+def read_record(path: str | Path, per_layer: bool = False, history: bool = False) -> dict:
     """Row for one record.json; a corrupt or unreadable file gives a status "corrupt" row."""
-    path = Path(path)
-    try:
-        with open(path, "rb", buffering=0) as f:  # one read of the whole file: no buffer to fill first
-            rec = json.load(f)
-        return record_row(rec, path, per_layer, history, keep)
-    except (OSError, ValueError, TypeError, AttributeError) as e:  # UnicodeDecodeError is a ValueError
-        return problem_row(path, "corrupt", f"{type(e).__name__}: {e}")
+    return _read_records([os.fspath(path)], per_layer, history)[0]
 
 
 # --- W&B runs (wandb_reader parses them) -------------------------------------------------------------
-def _metric_columns(values: dict, per_layer: bool, taken: dict) -> dict:
-    """Scalar logged values as frame columns: "dead/" prefix dropped, private "_" keys skipped,
-    per-layer dead rates only with per_layer, and config-derived columns (e.g. margin) never overwritten."""
-    out = {}
-    for k, v in values.items():
-        if k.startswith("_") or isinstance(v, (dict, list)):
-            continue
-        k = k.removeprefix("dead/")
-        if (not per_layer and is_layer_key(k)) or k in taken:
-            continue
-        out[k] = v
-    return out
+Mirror = tuple[dict, str | None, str | None]  # a W&B row, the run_id its run logged, its W&B run id
 
 
-def _wandb_row(run: dict, source: str, values: dict, per_layer: bool) -> dict:
-    config = run["config"]
-    row = {"run_id": run["run_id"], "status": run["status"], "error": run.get("error"), "source": source,
-           "kind": records.kind_of({"config": config})}
-    row.update(config_columns({k: v for k, v in config.items() if k != "run_id"}))
-    row.update(_metric_columns(values, per_layer, row))
+def _wandb_row(run: dict, source: str, path: str, per_layer: bool) -> dict:
+    """A row from wandb_reader's run: logged values never overwrite config-derived columns (margin)."""
+    row = config_columns({k: v for k, v in run["config"].items() if k != "run_id"})
+    row.update({k: v for k, v in run["values"].items() if k not in row and (per_layer or not is_layer_key(k))})
+    row["run_id"], row["source"], row["path"] = str(run["run_id"]), source, path
+    row["status"], row["error"] = _status(run["status"], run.get("error"),
+                                          {k: v for k, v in row.items() if k.startswith(_METRIC_PREFIXES)})
+    row["kind"] = records.kind_of({"config": run["config"]})
     return row
 
 
-def read_wandb_offline(path: Path, per_layer: bool = False, history: bool = False) -> dict:
-    """Row for one offline W&B run: config, summary (else last history value), exit status."""
-    run = wandb_reader.read_offline(path)
-    hist = run["history"]
-    values = {k: v for h in [*hist, run["summary"]] for k, v in h.items()}  # summary, else last logged value
-    row = _wandb_row(run, "wandb", values, per_layer)
+def _offline_row(run: dict, path: str | Path, per_layer: bool, history: bool) -> dict:
+    row = _wandb_row(run, "wandb", os.fspath(path), per_layer)
     row["started_at"], row["wall_s"] = run["started_at"], run["wall_s"]
-    row["path"] = str(path)
     if history:
-        row["history"] = [{k: v for k, v in h.items() if not k.startswith("_")} for h in hist]
-        row["dead_history"] = [h for h in row["history"] if any(k in h for k in DEAD_KEYS)]
+        row["history"] = run["rows"]
+        row["dead_history"] = [h for h in run["rows"] if any(k in h for k in DEAD_KEYS)]
     return row
+
+
+def read_wandb_offline(path: str | Path, per_layer: bool = False, history: bool = False) -> dict:
+    """Row for one offline W&B run: config, summary (else last history value), exit status."""
+    return _offline_row(wandb_reader.read_offline(Path(path)), path, per_layer, history)
+
+
+def _mirror(run: dict | None, row: dict) -> Mirror:
+    """What load_frame matches records on; a row whose text is not valid Unicode becomes a corrupt row."""
+    path = row.get("path") or ""
+    bad = NOT_UTF8 if printable(path) != path else _invalid_text(row)
+    if bad:
+        return problem_row(path, "corrupt", bad) | {"source": row["source"]}, None, None
+    logged = run.get("logged_run_id") if run else None
+    return row, str(logged) if logged else None, run.get("wandb_id") if run else None
+
+
+def _read_wandb(path: Path, per_layer: bool, history: bool) -> Mirror:
+    try:
+        run = wandb_reader.read_offline(path)
+        return _mirror(run, _offline_row(run, path, per_layer, history))
+    except Exception as e:  # noqa: BLE001 - any unreadable log is reported as a corrupt row
+        return _mirror(None, problem_row(path, "corrupt", f"{type(e).__name__}: {e}") | {"source": "wandb"})
+
+
+def _project_mirrors(project: str, per_layer: bool) -> list[Mirror]:
+    return [_mirror(r, _wandb_row(r, "wandb-api", r["url"], per_layer)) for r in wandb_reader.project_runs(project)]
 
 
 def load_wandb_project(project: str, per_layer: bool = False) -> list[dict]:
     """Rows from an online W&B project ("entity/project") through wandb.Api(); needs a server."""
-    rows = []
-    for run in wandb_reader.project_runs(project):
-        row = _wandb_row(run, "wandb-api", run["summary"], per_layer)
-        row["path"] = run["url"]
-        rows.append(row)
-    return rows
+    return [row for row, _, _ in _project_mirrors(project, per_layer)]
+
+
+def _not_mirrored(ids: set, mirrors: list[Mirror]) -> list[dict]:
+    """The W&B rows that mirror no record with a run_id in `ids` (the record wins). A W&B run logged with
+    the run_id in its config matches on it; one logged before (config run_id null) on its W&B id, which
+    is the record's run_id with "." and other characters as "_", cut to 64 (records.wandb_id)."""
+    wids = {records.wandb_id(i) for i in ids} if any(logged is None for _, logged, _ in mirrors) else set()
+    return [row for row, logged, wid in mirrors if (logged not in ids if logged else wid not in wids)]
 
 
 # --- the frame -----------------------------------------------------------------------------------------
@@ -243,43 +353,33 @@ def _order(df: pd.DataFrame) -> pd.DataFrame:
     return df[core + metrics + dead + timing + rest + tail]
 
 
-def load_frame(
-    source: str | Path | Iterable[str | Path] = "results/runs",
-    *,
-    per_layer: bool = False,
-    history: bool = False,
-    wandb: bool = True,
-    wandb_project: str | None = None,
-) -> pd.DataFrame:
+def load_frame(source: str | Path | Iterable[str | Path] = "results/runs", *, per_layer: bool = False,
+               history: bool = False, wandb: bool = True, wandb_project: str | None = None) -> pd.DataFrame:
     """Read every run under `source` (a runs dir, a record.json, a .wandb file, or several of these).
 
     per_layer adds "dead_fwd/<layer>" columns; history adds object columns `history` and
     `dead_history` (lists of per-epoch dicts) for the figures. wandb=False ignores offline W&B runs.
     """
-    sources = [source] if isinstance(source, (str, Path)) else list(source)
-    rows: list[dict] = []
-    keep: dict = {}  # per-layer key filter, shared by this load's rows
-    for src in map(Path, sources):
-        if src.suffix == ".wandb":
-            files, wandb_files = [], [src]
-        elif src.suffix == ".json":
-            files, wandb_files = [src], []
-        else:
-            files = records.find(src)
-            wandb_files = wandb_reader.find_wandb_offline(src) if wandb else []
-        # Serial on purpose: forked readers were slower on a shared 2-core machine (pickling rows back)
-        rows += [read_record(p, per_layer, history, keep) for p in files]
-        for p in wandb_files:
-            try:
-                rows.append(read_wandb_offline(p, per_layer, history))
-            except Exception as e:  # noqa: BLE001 - any unreadable log is reported as a corrupt row
-                rows.append(problem_row(p, "corrupt", f"{type(e).__name__}: {e}") | {"source": "wandb"})
+    sources = [source] if isinstance(source, (str, os.PathLike)) else list(source)
+    files: list[str] = []
+    wandb_files: list[Path] = []
+    for src in map(os.fspath, sources):
+        if src.endswith(".wandb"):
+            wandb_files.append(Path(src))
+        elif src.endswith(".json"):
+            files.append(src)
+        else:  # one walk finds the records and the wandb folders outside run dirs
+            dirs: list[str] = []
+            files += records.find_paths(src, wandb_dirs=dirs if wandb else None)
+            wandb_files += wandb_reader.offline_runs(Path(src), dirs) if wandb else []
+    # Serial on purpose: forked readers were slower on a shared 2-core machine (pickling rows back)
+    rows = _read_records(files, per_layer, history)
+    mirrors = [_read_wandb(p, per_layer, history) for p in wandb_files]
     if wandb_project:
-        rows += load_wandb_project(wandb_project, per_layer)
-    # A W&B run that mirrors a local record (same run_id) would be counted twice: the record wins.
-    seen = {r["run_id"] for r in rows if r.get("source") == "record"}
-    rows = [r for r in rows if r.get("source") == "record" or r["run_id"] not in seen]
-    df = pd.DataFrame(rows, columns=list(CORE) + ["path"]) if not rows else pd.DataFrame(rows)
+        mirrors += _project_mirrors(wandb_project, per_layer)
+    if mirrors:  # a W&B run that mirrors a local record would be counted twice
+        rows += _not_mirrored({r["run_id"] for r in rows}, mirrors)
+    df = pd.DataFrame(rows) if rows else pd.DataFrame(columns=[*CORE, "path"])
     for c in CORE + (("history", "dead_history") if history else ()):
         if c not in df:
             df[c] = None
