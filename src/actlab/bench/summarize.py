@@ -170,7 +170,7 @@ def run(args: argparse.Namespace) -> int:
         f"{r['summarize_s']['median']:.3f} | {r['total_s']['median']:.3f} | {r['cpu_s']['median']:.3f} | "
         f"{r['loadavg_1min']} | {'yes' if r['within_target'] else 'NO'} |\n" for r in shapes)
     md = (f"# actlab summarize benchmark\n\n{args.n} synthetic records per shape ({args.epochs} epochs of history), "
-          f"warm page cache, median of {args.repeats}; seconds. Target: total <= {TARGET_S} s.\n\n"
+          f"warm page cache (synced, one untimed run first), median of {args.repeats}; seconds. Target: total <= {TARGET_S} s.\n\n"
           "| layers | record.json KiB | load_frame | summarize + tables | total | CPU | load avg | <= target |\n"
           "|---:|---:|---:|---:|---:|---:|---:|:---|\n" + rows)
     path = write_results("summarize", {"target_s": TARGET_S, "shapes": shapes}, md, args.out)
