@@ -8,6 +8,8 @@ from pathlib import Path
 
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
 
+from actlab.run import records
+
 
 def wandb_mode(mode: str | None = None) -> str:
     """online/offline/disabled: explicit > $WANDB_MODE > online when an API key is known > offline."""
@@ -29,7 +31,7 @@ def wandb_mode(mode: str | None = None) -> str:
 def wandb(*, save_dir: str, run_id: str, hparams: dict, project: str = "actlab", entity: str | None = None,
           mode: str | None = None, tags: list | None = None, resuming: bool = False) -> WandbLogger:
     """A WandbLogger whose run id follows run_id, so a resumed run continues the same W&B run."""
-    wid = "".join(c if c.isalnum() or c in "-_" else "_" for c in run_id)[-64:]
+    wid = records.wandb_id(run_id)
     return WandbLogger(
         project=project, entity=entity, name=run_id, id=wid, resume="allow", save_dir=save_dir,
         mode=wandb_mode(mode), config=hparams, tags=list(tags or []),
