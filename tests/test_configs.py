@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from actlab.run.build import CONF_DIR
 from actlab.run.runner import run
@@ -66,6 +67,8 @@ def test_option_composes_and_runs_a_step(group, option, tmp_path, request):
         over += ["activation=helu"]
     if group == "trainer" and option == "ddp":
         over += ["trainer.devices=1", "trainer.accelerator=cpu"]  # multi-process DDP: see test_sweeps
+    if group == "trainer" and option == "gpu" and not torch.cuda.is_available():
+        over += ["trainer.accelerator=cpu", "trainer.benchmark=false"]  # bf16-mixed on the CPU; GPU: test_cuda.py
     if dataset == "imagenette":
         over += ["dataset.image_size=32"]
     rec = run(make_cfg(tmp_path, *over))

@@ -199,13 +199,15 @@ def test_train_loader_shuffles_reproducibly_and_eval_loaders_do_not(fashion_dir)
     assert a == b and a[:180] != c and sorted(a[:180]) == sorted(dm.train_dataset.indices)
     assert a[:180] != a[180:]  # a new order each epoch
     assert a[180:] == order(3, epochs=2)[0][180:]  # epoch 2's order depends only on (seed, epoch): resumable
+    # loader=torchvision: a DataLoader with EpochShuffle (the tensor loader draws the same order: test_resident.py)
+    dm = FashionMNISTData(data_dir=str(fashion_dir), batch_size=32, download=False, loader="torchvision")
     assert isinstance(dm.train_dataloader().sampler, EpochShuffle)
     assert isinstance(dm.val_dataloader().sampler, SequentialSampler)
     assert (
         not dm.val_dataloader().persistent_workers
         and dm.val_dataloader().pin_memory == torch.cuda.is_available()
     )
-    workers = FashionMNISTData(data_dir=str(fashion_dir), num_workers=2, download=False)
+    workers = FashionMNISTData(data_dir=str(fashion_dir), num_workers=2, download=False, loader="torchvision")
     assert workers.train_dataloader().persistent_workers and workers.test_dataloader().num_workers == 2
 
 

@@ -38,13 +38,23 @@ log = logging.getLogger("actlab")
 SAVE_MODES = ("bits", "bool", "input")
 
 
+def _fused(t: torch.Tensor) -> bool:
+    """Whether eager "bits" runs the fused Triton ops: CUDA only (helu_triton imports triton: on first use)."""
+    if not t.is_cuda:
+        return False
+    from actlab import helu_triton
+
+    return helu_triton.available(t)
+
+
 class _HeLUFunction(torch.autograd.Function):
     """relu(z) forward; backward zeroes grad where z <= -margin (the margin at forward time), in z's dtype.
 
-    Saves the mask of dropped elements, not z. Eager runs helu_kernels' fast paths. threshold_for rounds
-    the margin to z's dtype, by casts in eager, by integer ops under torch.compile. Under
-    torch.compile (Inductor fuses plain ops itself) and under create_graph=True (double backward needs
-    d grad_in / d grad = mask, which the integer tricks drop) backward uses plain differentiable ops.
+    Saves the mask of dropped elements, not z. Eager runs helu_kernels' fast paths (CUDA "bits": helu_triton's
+    fused ops, same bits). threshold_for rounds the margin to z's dtype, by casts in eager, by integer ops
+    under torch.compile. Under torch.compile (Inductor fuses plain ops itself) and under create_graph=True
+    (double backward needs d grad_in / d grad = mask, which the integer tricks drop) backward uses plain
+    differentiable ops.
     """
 
     @staticmethod
@@ -60,6 +70,10 @@ class _HeLUFunction(torch.autograd.Function):
             ctx.save_for_backward(z <= threshold)
         elif compiling:
             ctx.save_for_backward(pack_bits(z <= threshold))
+        elif _fused(z):  # CUDA: relu and the packed mask in one pass (actlab.helu_triton)
+            out, packed = torch.ops.actlab.helu_fwd(z, threshold)
+            ctx.save_for_backward(packed)
+            return out
         else:
             ctx.save_for_backward(mask_and_pack(z, threshold))
         return torch.relu(z)
@@ -69,6 +83,8 @@ class _HeLUFunction(torch.autograd.Function):
         plain = torch.compiler.is_compiling() or torch.is_grad_enabled()  # grad mode on = create_graph
         if ctx.save_mode == "bits" and not plain:
             (packed,) = ctx.saved_tensors
+            if _fused(grad):
+                return torch.ops.actlab.helu_bwd(grad, packed), None, None
             table = keep_table(grad.element_size(), grad.device)
             keep = torch.index_select(table, 0, packed.to(torch.int32)).view(-1)[: ctx.shape.numel()]
             return masked_grad(grad, keep.view(ctx.shape)), None, None

@@ -232,7 +232,7 @@ def run(args: argparse.Namespace) -> int:
         f"Settings: {settings}; torch threads {torch.get_num_threads()}; load average before/after "
         f"{payload['loadavg_before_after']}.",
     ])
-    path = write_results("activations", payload, md, args.out_dir)
+    path = write_results("activations", payload, md, args.out_dir, device=device.type)
     print("\n".join(summary_lines))
     print(f"wrote {path} and {path.with_suffix('.md')} in {payload['seconds']:.0f} s")
     return 0

@@ -75,8 +75,11 @@ def summary(samples: list[float]) -> dict:
     return {"median": statistics.median(s), "q1": q[0], "q3": q[2], "min": s[0], "max": s[-1], "n": len(s)}
 
 
-def write_results(name: str, payload: dict, table_md: str, out_dir: str | Path = "results/bench") -> Path:
-    """Write `<out_dir>/<name>.json` (with machine facts) and `<out_dir>/<name>.md`; return the json path."""
+def write_results(name: str, payload: dict, table_md: str, out_dir: str | Path = "results/bench",
+                  device: str = "cpu") -> Path:
+    """Write `<out_dir>/<name>.json` (with machine facts) and `<out_dir>/<name>.md`; return the json path.
+    On CUDA the name gets `_cuda`, so a GPU run never overwrites the CPU results (and vice versa)."""
+    name = f"{name}_cuda" if device == "cuda" and not name.endswith("_cuda") else name
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     payload = {"machine": machine_info(), **payload}

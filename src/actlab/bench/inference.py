@@ -97,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
     payload["settings"]["runtime_s"] = round(time.perf_counter() - t0, 1)
     payload["settings"]["load_avg_end"] = _load()
     table = tabulate(payload) + "\n" + _load_note(payload["settings"])
-    path = write_results(name, payload, table, args.out_dir)
+    path = write_results(name, payload, table, args.out_dir, device=payload["settings"]["device"])
     print(table)
     print(f"wrote {path} and {path.with_suffix('.md')} in {payload['settings']['runtime_s']} s")
     print(f"draw {figure}: actlab figures --bench-dir {args.out_dir}")

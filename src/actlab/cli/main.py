@@ -4,7 +4,7 @@
     actlab figures [RUNS_DIR]            # the paper's figures into results/figures/
     actlab int8 [RUNS_DIR]               # GLUE runs: INT8 minus fp32 dev scores, into their records
     actlab migrate [RUNS_DIR]            # upgrade records of older actlab versions in place (schema 3)
-    actlab bench activations|monitor|inference|summarize   # benchmarks into results/bench/
+    actlab bench activations|monitor|inference|summarize|pipeline   # benchmarks into results/bench/
 
 Each command lives in its own module exposing add_arguments(parser) and run(args) -> exit code;
 modules are imported only when their command runs, so `actlab --help` stays fast.
@@ -27,6 +27,7 @@ BENCHMARKS = {
     "monitor": ("actlab.bench.monitor", "dead-neuron monitor overhead on a ResNet-18 training step"),
     "inference": ("actlab.bench.inference", "HF models: original activation vs ReLU (= HeLU at inference)"),
     "summarize": ("actlab.bench.summarize", "summarize speed on 10,000 synthetic records"),
+    "pipeline": ("actlab.bench.pipeline", "actlab-train vs a bare PyTorch loop: one epoch per model, interleaved"),
 }
 
 

@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision.transforms import v2
 
 from actlab import atomic
+from actlab.data.resident import TensorBatches, read_split
 
 
 def default_cache_dir() -> Path:
@@ -152,6 +153,7 @@ class VisionDataModule(L.LightningDataModule):
         augment: bool | None = None,
         download: bool = True,
         shuffle_seed: int | None = None,
+        loader: str | None = None,
     ):
         super().__init__()
         if data_dir is not None and not isinstance(data_dir, (str, os.PathLike)):
@@ -167,12 +169,28 @@ class VisionDataModule(L.LightningDataModule):
         self.augment = self.default_augment if augment is None else augment
         self.download = check_bool("download", download)
         self.shuffle_seed = check_int("shuffle_seed", shuffle_seed, minimum=0, optional=True)
+        self.loader = self._check_loader(loader)
+        self._splits: dict[str, tuple[Dataset, list[int]]] = {}
+        self._resident: dict[tuple[str, str], tuple[torch.Tensor, torch.Tensor]] = {}
+        self._read: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         self.train_dataset: Dataset | None = None
         self.val_dataset: Dataset | None = None
         self.test_dataset: Dataset | None = None
 
     kind = "image"
     model_kind = "image"  # the models that fit (their `kind`)
+    # "tensor": the split as one uint8 tensor on the device, batches by index (data/resident.py); only
+    # for data whose images all have one size and sit in memory as a `.data` array (not Imagenette).
+    tensor_loader = True
+
+    def _check_loader(self, loader: Any) -> str:
+        choices = ("tensor", "torchvision") if self.tensor_loader else ("torchvision",)
+        if loader is None:
+            return choices[0]
+        if loader not in choices:
+            raise ValueError(f"dataset.loader={loader!r} is not available for {self.name}; use one of "
+                             f"{', '.join(choices)}")
+        return loader
 
     # -- what models and tasks are told about the data (see train._build_model)
     def model_kwargs(self) -> dict[str, Any]:
@@ -232,21 +250,54 @@ class VisionDataModule(L.LightningDataModule):
         train_base, test_base = self._load(location, train=True), self._load(location, train=False)
         if self.classes is None:
             self.classes = list(getattr(train_base, "classes", [])) or None
-        n_test = _first(len(test_base), self.eval_subset)
-        self.test_dataset = TransformedSubset(test_base, range(n_test), self.eval_transform())
+        test_idx = list(range(_first(len(test_base), self.eval_subset)))
         if self.val_split == 0:
-            train_idx, self.val_dataset = list(range(len(train_base))), self.test_dataset
+            train_idx, val_split = list(range(len(train_base))), (test_base, test_idx)
         else:
             train_idx, val_idx = split_indices(len(train_base), self.val_split, self.split_seed)
-            val_idx = val_idx[: _first(len(val_idx), self.eval_subset)]
-            self.val_dataset = TransformedSubset(train_base, val_idx, self.eval_transform())
+            val_split = (train_base, val_idx[: _first(len(val_idx), self.eval_subset)])
         train_idx = train_idx[: _first(len(train_idx), self.subset)]
+        self._splits = {"train": (train_base, train_idx), "val": val_split, "test": (test_base, test_idx)}
+        self.test_dataset = TransformedSubset(test_base, test_idx, self.eval_transform())
+        self.val_dataset = self.test_dataset if self.val_split == 0 else \
+            TransformedSubset(*val_split, self.eval_transform())
         self.train_dataset = TransformedSubset(train_base, train_idx, self.train_transform())
+
+    def _seed(self) -> int:
+        return self.shuffle_seed if self.shuffle_seed is not None else torch.initial_seed()
+
+    def _device_and_rank(self) -> tuple[torch.device, int, int]:
+        """The training device and this process's DDP rank and world size (CPU, 0, 1 without a trainer)."""
+        trainer = getattr(self, "trainer", None)
+        if trainer is None:
+            return torch.device("cpu"), 0, 1
+        return trainer.strategy.root_device, trainer.global_rank, trainer.world_size
+
+    def tensors(self, split: str, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+        """(uint8 images (N, C, image_size, image_size), int64 labels) of a split, on `device`: eval
+        geometry applied, nothing normalised. Read once per process (resident.read_split) and per device."""
+        self.setup()
+        key = (split, str(device))
+        if key not in self._resident:
+            base, idx = self._splits[split]
+            if id(base) not in self._read:  # train and val share the official train split: read it once
+                geometry = self._eval_geometry()
+                self._read[id(base)] = read_split(base, v2.Compose(geometry) if geometry else None)
+            images, labels = self._read[id(base)]
+            index = torch.as_tensor(idx, dtype=torch.long)
+            self._resident[key] = (images.index_select(0, index).to(device), labels.index_select(0, index).to(device))
+        return self._resident[key]
+
+    def _batches(self, split: str, train: bool) -> TensorBatches:
+        device, rank, world = self._device_and_rank()
+        images, labels = self.tensors(split, device)
+        return TensorBatches(images, labels, self.batch_size, self.mean, self.std, shuffle=train,
+                             seed=self._seed(), augment=train and self.augment, rank=rank, world=world)
 
     def _loader(self, dataset: Dataset, train: bool) -> DataLoader:
         kwargs: dict[str, Any] = {}
         if train:
-            seed = self.shuffle_seed if self.shuffle_seed is not None else torch.initial_seed()
+            seed = self._seed()
             # A final batch of exactly one example would crash BatchNorm in training mode: drop only that.
             drop_last = len(dataset) > 1 and len(dataset) % self.batch_size == 1
             kwargs = dict(sampler=EpochShuffle(len(dataset), seed), drop_last=drop_last)
@@ -260,17 +311,18 @@ class VisionDataModule(L.LightningDataModule):
         )
 
     # Each loader sets up on first use, so `dm.val_dataloader()` works without an explicit setup().
-    def train_dataloader(self) -> DataLoader:
+    # With loader=tensor they return TensorBatches (an iterable of device batches, not a DataLoader).
+    def train_dataloader(self) -> DataLoader | TensorBatches:
         self.setup()
-        return self._loader(self.train_dataset, train=True)
+        return self._batches("train", True) if self.loader == "tensor" else self._loader(self.train_dataset, True)
 
-    def val_dataloader(self) -> DataLoader:
+    def val_dataloader(self) -> DataLoader | TensorBatches:
         self.setup()
-        return self._loader(self.val_dataset, train=False)
+        return self._batches("val", False) if self.loader == "tensor" else self._loader(self.val_dataset, False)
 
-    def test_dataloader(self) -> DataLoader:
+    def test_dataloader(self) -> DataLoader | TensorBatches:
         self.setup()
-        return self._loader(self.test_dataset, train=False)
+        return self._batches("test", False) if self.loader == "tensor" else self._loader(self.test_dataset, False)
 
 
 class EpochShuffle(Sampler[int]):

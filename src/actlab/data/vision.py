@@ -286,6 +286,7 @@ class ImagenetteData(VisionDataModule):
     num_classes, in_channels = 10, 3
     mean, std = IMAGENET_MEAN, IMAGENET_STD
     classes = IMAGENETTE_CLASSES
+    tensor_loader = False  # JPEGs of varying size: decoded per image by torchvision's reader
 
     def __init__(self, size: int | str = 160, image_size: int = 160, **kwargs: Any):
         super().__init__(**kwargs)

@@ -169,6 +169,24 @@ def _build_model(cfg: DictConfig, dm, act):
         raise
 
 
+def _channels_last_inputs(module, args):
+    return tuple(a.contiguous(memory_format=torch.channels_last) if isinstance(a, torch.Tensor) and a.dim() == 4
+                 else a for a in args)
+
+
+def speed_up(model: torch.nn.Module, channels_last: bool = False, compile: bool | str = False) -> None:
+    """The GPU fast path's model knobs, in place. channels_last: weights and 4-d inputs (a forward
+    pre-hook) in NHWC, what tensor-core convolutions want. compile: torch.compile (true = Inductor, or a
+    backend name) through Module.compile(), so state_dict keys, checkpoints and hooks stay as they are."""
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+        model.register_forward_pre_hook(_channels_last_inputs)
+    if compile:
+        if not isinstance(compile, (bool, str)):
+            raise ValueError(f"compile must be true, false or a torch.compile backend name, got {compile!r}")
+        model.compile(**({} if compile is True else {"backend": compile}))
+
+
 def build(cfg: DictConfig):
     """(data module, model, task) of a composed or recorded config, untrained: what a run fits, and
     what `actlab int8` loads a run's checkpoint into (OmegaConf.create(record["config"]) rebuilds it)."""
@@ -177,6 +195,7 @@ def build(cfg: DictConfig):
     act = instantiate_node(cfg.activation)
     model = _build_model(cfg, dm, act)
     _materialise(model, dm.example_input())
+    speed_up(model, channels_last=bool(cfg.get("channels_last")), compile=cfg.get("compile") or False)
     task = instantiate_node(cfg.task, model=model, optimizer=instantiate_node(cfg.optim),
                             scheduler=instantiate_node(cfg.scheduler), **dm.task_kwargs())
     return dm, model, task

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from actlab.activations import is_activation
+from actlab.steps import last_train_batch
 
 _NORMS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)
 
@@ -46,12 +47,40 @@ class TrainTask(L.LightningModule):
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.decay_norm_and_bias = decay_norm_and_bias
+        self._train_sums: torch.Tensor | None = None
 
     def check_finite(self, loss: torch.Tensor) -> None:
         if not torch.isfinite(loss):
             raise FloatingPointError(
                 f"loss is {loss.item()} at step {self.global_step}; lower optim.lr or try another margin"
             )
+
+    # -- training metrics at a low per-step cost ---------------------------------------------------------
+    # Lightning's self.log costs ~1-2 ms per call on a CPU (it walks its result objects each time): more
+    # than a small model's whole step. So training batches only add to device-side sums (no host sync);
+    # `train/<name>_step` is logged at the logger's cadence (log_every_n_steps) and the epoch means
+    # `train/<name>` once, with the epoch's last batch: before any epoch-end hook (History reads them).
+
+    def log_train(self, batch_idx: int, n: int, loss: torch.Tensor, **values: torch.Tensor) -> None:
+        """Add this batch's loss (and values, e.g. acc) weighted by its size n; log as described above."""
+        values = {"loss": loss.detach(), **{k: v.detach() for k, v in values.items()}}
+        ones = loss.new_ones((), dtype=torch.float32)
+        stacked = torch.stack([v.float() for v in values.values()] + [ones]) * n  # sums of values, then of n
+        self._train_sums = stacked if batch_idx == 0 or self._train_sums is None else self._train_sums + stacked
+        trainer = self.trainer
+        on_cpu = loss.device.type == "cpu"
+        # Lightning's own cadence test (LoggerConnector.should_update_logs)
+        logging_step = (trainer.fit_loop.epoch_loop._batches_that_stepped + 1) % max(1, trainer.log_every_n_steps) == 0
+        if on_cpu or logging_step:  # a finite check syncs with the device: on accelerators only when logging
+            self.check_finite(loss)
+        if logging_step:
+            self.log("train/loss_step", values["loss"], on_step=True, on_epoch=False, prog_bar=True, batch_size=n)
+        if last_train_batch(trainer, batch_idx):
+            means = self._train_sums[:-1] / self._train_sums[-1]
+            for i, name in enumerate(values):
+                self.log(f"train/{name}", means[i], on_step=False, on_epoch=True, sync_dist=True,
+                         prog_bar=name in ("loss", "acc"))
+            self._train_sums = None
 
     def configure_optimizers(self):
         wd = self.optimizer_factory.keywords.get("weight_decay", 0.0)

@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 import torch
 from torch import nn
+from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from actlab.tasks.base import TrainTask
@@ -33,37 +34,54 @@ class Classifier(TrainTask):
         super().__init__(model, optimizer, scheduler, decay_norm_and_bias)
         self.num_classes = num_classes
         self.loss_fn = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
-        stages = ("train", "val", "test")
-        # ModuleDict keys cannot be "train" (nn.Module.train), hence the "_acc" suffixes.
-        self.metrics = nn.ModuleDict()
-        for s in stages:
-            self.metrics[f"{s}_acc"] = MulticlassAccuracy(num_classes, top_k=1, average="micro")
-            if num_classes > 10:
-                self.metrics[f"{s}_acc_top5"] = MulticlassAccuracy(num_classes, top_k=5, average="micro")
+        self.topk = [("acc", 1)] + ([("acc_top5", 5)] if num_classes > 10 else [])
+        self.metrics = nn.ModuleDict({f"{s}_{name}": MulticlassAccuracy(num_classes, top_k=k, average="micro")
+                                      for s in ("val", "test") for name, k in self.topk})
+        for s in ("val", "test"):
+            self.metrics[f"{s}_loss"] = MeanMetric()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
 
-    def _step(self, batch, stage: str) -> torch.Tensor:
+    def _step(self, batch, batch_idx: int, stage: str) -> torch.Tensor:
         x, y = batch
         logits = self(x)
         loss = self.loss_fn(logits, y)
-        if stage == "train":
-            self.check_finite(loss)
         n = y.shape[0]
-        self.log(f"{stage}/loss", loss, on_step=stage == "train", on_epoch=True, prog_bar=True, batch_size=n)
-        for name in ("acc", "acc_top5"):
-            metric = self.metrics[f"{stage}_{name}"] if f"{stage}_{name}" in self.metrics else None
-            if metric is not None:
-                metric(logits, y)
-                self.log(f"{stage}/{name}", metric, on_step=False, on_epoch=True, prog_bar=name == "acc")
+        if stage == "train":
+            # Plain tensors summed on the device (TrainTask.log_train); the batch-size-weighted epoch
+            # mean of per-batch accuracy is the epoch's accuracy.
+            self.log_train(batch_idx, n, loss, **{name: _hits(logits, y, k) for name, k in self.topk})
+            return loss
+        # Evaluation: torchmetrics states updated per batch, logged once per epoch (exact, synced under DDP).
+        self.metrics[f"{stage}_loss"].update(loss, weight=n)
+        for name, _ in self.topk:
+            self.metrics[f"{stage}_{name}"].update(logits, y)
         return loss
 
+    def _log_metrics(self, stage: str) -> None:
+        self.log(f"{stage}/loss", self.metrics[f"{stage}_loss"], prog_bar=True)
+        for name, _ in self.topk:
+            self.log(f"{stage}/{name}", self.metrics[f"{stage}_{name}"], prog_bar=name == "acc")
+
     def training_step(self, batch, batch_idx):
-        return self._step(batch, "train")
+        return self._step(batch, batch_idx, "train")
 
     def validation_step(self, batch, batch_idx):
-        self._step(batch, "val")
+        self._step(batch, batch_idx, "val")
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_metrics("val")
 
     def test_step(self, batch, batch_idx):
-        self._step(batch, "test")
+        self._step(batch, batch_idx, "test")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_metrics("test")
+
+
+def _hits(logits: torch.Tensor, y: torch.Tensor, k: int) -> torch.Tensor:
+    """Fraction of the batch whose label is among the top-k logits (k=1: argmax, as torchmetrics)."""
+    if k == 1:
+        return (logits.argmax(1) == y).float().mean()
+    return (logits.topk(k, dim=1).indices == y[:, None]).any(1).float().mean()

@@ -133,8 +133,7 @@ class GLUEClassifier(TrainTask):
 
     def training_step(self, batch, batch_idx):
         loss = self._loss(self(batch), batch["labels"])
-        self.check_finite(loss)
-        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(batch["labels"]))
+        self.log_train(batch_idx, len(batch["labels"]), loss)
         return loss
 
     def _eval_step(self, batch, stage: str, dataloader_idx: int) -> None:
