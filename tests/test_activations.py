@@ -399,7 +399,7 @@ def test_prelu_per_channel_loads_a_state_dict_before_any_forward():
 
 def test_build_names_and_errors():
     assert set(A.NAMES) == {"relu", "leaky_relu", "prelu", "elu", "gelu", "gelu_tanh", "silu", "swish",
-                            "smelu", "helu"}
+                            "smelu", "helu", "sugar_bsilu", "sugar_nelu", "st_relu"}
     with pytest.raises(ValueError) as e:
         A.build("helux")
     assert all(n in str(e.value) for n in A.NAMES)

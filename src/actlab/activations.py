@@ -11,6 +11,9 @@ zeroes the gradient exactly where z <= -margin compared in z's dtype (the margin
 as eager PyTorch rounds a Python float: 16-bit dtypes via float32) and passes it everywhere else,
 NaN z included, as ReLU does. The margin is kept as the float64 it was set to, whatever the module's
 dtype, so HeLU(0.05) gives no gradient at a float64 z of exactly -0.05.
+
+sugar_bsilu, sugar_nelu (SUGAR, Horuz et al. 2025) and st_relu are ReLU forward with other surrogate
+backwards; they live in actlab.surrogates (formulas, sources, what backward saves).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from actlab.helu_kernels import (
     threshold_for,
     unpack_bits,
 )
+from actlab.surrogates import RELU_FORWARD, STReLU, SugarBSiLU, SugarNeLU
 
 log = logging.getLogger("actlab")
 
@@ -234,6 +238,9 @@ _REGISTRY: dict[str, Callable[..., nn.Module]] = {
     "swish": Swish,
     "smelu": SmeLU,
     "helu": HeLU,
+    "sugar_bsilu": SugarBSiLU,  # ReLU forward, surrogate backward: actlab.surrogates
+    "sugar_nelu": SugarNeLU,
+    "st_relu": STReLU,
 }
 NAMES: tuple[str, ...] = tuple(_REGISTRY)
 
@@ -273,13 +280,14 @@ _TORCH_ACTIVATIONS = (
     nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.RReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU,
     nn.SiLU, nn.Mish, nn.Hardswish, nn.Softplus,
 )
-_OURS = (HeLU, SmeLU, Swish, PReLU)
+_OURS = (HeLU, SmeLU, Swish, PReLU, *RELU_FORWARD)
 _HF_EXCLUDED = {"LinearActivation", "ClassInstantier"}
 
 
 def derivative(module: nn.Module, z: torch.Tensor) -> torch.Tensor:
-    """f'(z) elementwise, the derivative training uses (HeLU: its surrogate), by autograd: the grad of
-    f(z).sum() is f'(z) for an elementwise f. Calls .forward, so hooks on the module do not fire."""
+    """f'(z) elementwise, the derivative training uses (HeLU, sugar_*, st_relu: their surrogate), by
+    autograd: the grad of f(z).sum() is f'(z) for an elementwise f. Calls .forward, so hooks on the
+    module do not fire."""
     with torch.enable_grad():
         zz = z.detach().clone().requires_grad_(True)  # clone: an in-place f must not touch z
         (g,) = torch.autograd.grad(module.forward(zz).sum(), zz)
@@ -370,9 +378,10 @@ def swap(model: nn.Module, name: str | Callable[[], nn.Module], **kwargs) -> nn.
 
 
 def for_inference(model: nn.Module) -> nn.Module:
-    """Replace every HeLU with nn.ReLU (same forward, bit for bit); returns the model, changed in place."""
+    """Replace every HeLU, SUGAR and st_relu module with nn.ReLU (same forward, bit for bit); returns the
+    model, changed in place."""
     for path, m in activation_sites(model):
-        if isinstance(m, HeLU):
+        if isinstance(m, (HeLU, *RELU_FORWARD)):
             _set_submodule(model, path, nn.ReLU())
     return model
 

@@ -25,6 +25,15 @@ def _unit_amax(t: torch.Tensor) -> torch.Tensor:
     return t.reshape(-1, t.shape[-1]).amax(0)
 
 
+def _unit_sum(t: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Per-unit sum over all other dims (the layout of _unit_amax), accumulated in `dtype`."""
+    if t.dim() == 4:
+        return t.sum(dim=(2, 3), dtype=dtype).sum(0)
+    if t.dim() <= 1:
+        return t.reshape(-1).to(dtype)
+    return t.reshape(-1, t.shape[-1]).sum(0, dtype=dtype)
+
+
 def _kind(mod: nn.Module, eps: float) -> str:
     """Which closed form gives f' for this module; "generic" means autograd. Closed forms assume eps < 1."""
     if eps >= 1:
@@ -49,12 +58,14 @@ class Site:
     a score alive when > grad_thr (ReLU: the same tensor as fwd, thr 0; HeLU: max(z + margin), thr 0;
     ELU: max z, thr log(eps / alpha); generic: max |f'(z)|, thr eps). Thresholds apply at read time, so
     a call costs one reduction and one or two in-place maxima.
+    With unit_sums (probe measurements only, never in training): `abs_sum` = per-unit running sum of
+    |f(z)|, `active` = per-unit count of elements with f(z) != 0, `unit_n` = elements per unit seen.
     """
 
     def __init__(self, path: str, module: nn.Module, eps: float, hist: tuple[int, float, float] | None,
-                 count_every: int = 1):
+                 count_every: int = 1, unit_sums: bool = False):
         self.path, self.module, self.eps, self.hist_spec = path, module, eps, hist
-        self.count_every = count_every
+        self.count_every, self.unit_sums = count_every, unit_sums
         self.kind = _kind(module, eps)
         self.inplace = bool(getattr(module, "inplace", False))
         self.grad_thr = self.eps if self.kind == "generic" else 0.0
@@ -72,6 +83,9 @@ class Site:
         self.n = 0  # counted elements (a Python int: shapes are known without a device sync)
         self.seen = 0  # calls since reset: element counts run on every count_every-th one
         self.hist: torch.Tensor | None = None
+        self.abs_sum: torch.Tensor | None = None  # unit_sums only: per-unit sum of |f(z)|
+        self.active: torch.Tensor | None = None  # unit_sums only: per-unit count of f(z) != 0
+        self.unit_n = 0  # unit_sums only: elements per unit so far
 
     def dead(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(forward-dead, gradient-dead) unit counts as 0-d tensors."""
@@ -81,7 +95,7 @@ class Site:
     def pre(self, z: torch.Tensor, mask: torch.Tensor | None) -> None:
         self.calls += 1
         if self.kind in Z_ONLY:
-            self._from_z(_select(z.detach(), mask))
+            self._from_z(drop_padding(z.detach(), mask))
         elif self.inplace:  # the module will overwrite z: keep it for the post-hook of this same call
             self.stash = z.detach().clone()
 
@@ -90,7 +104,7 @@ class Site:
             return
         if self.stash is not None:
             z, self.stash = self.stash, None
-        self._from_z_out(_select(z.detach(), mask), _select(out.detach(), mask))
+        self._from_z_out(drop_padding(z.detach(), mask), drop_padding(out.detach(), mask))
 
     # -- per-call work ----------------------------------------------------------------------------
     @staticmethod
@@ -115,8 +129,10 @@ class Site:
             self.grad = self._fold(self.grad, mx + m, self.path)
         else:
             self.grad = self.fwd
+        # f(z) = max(z, 0) for ReLU and HeLU alike
+        act = self._add_unit_sums(z.clamp(min=0), z > 0) if self.unit_sums else None
         if self._counting():
-            pos = torch.count_nonzero(z > 0)
+            pos = act.sum() if act is not None else torch.count_nonzero(z > 0)
             if self.kind == "helu":  # clamp: a negative margin has an empty band
                 self.band = self.band + (torch.count_nonzero(z > -m) - pos).clamp_(min=0)
             self.nonzero = self.nonzero + pos
@@ -136,10 +152,25 @@ class Site:
         else:  # generic, or an nn.PReLU whose slopes are not on the unit axis (its grad_thr is 0, not eps)
             grad = _unit_amax(derivative(self.module, z).abs()) - (self.eps - self.grad_thr)
         self.grad = self._fold(self.grad, grad, self.path)
-        if self._counting():
-            self.nonzero = self.nonzero + torch.count_nonzero(out != 0)  # != 0 first: ~20x faster on floats
+        act = self._add_unit_sums(out.abs(), out != 0) if self.unit_sums else None
+        if self._counting():  # != 0 first: ~20x faster on floats
+            self.nonzero = self.nonzero + (act.sum() if act is not None else torch.count_nonzero(out != 0))
             self.n += out.numel()
         self._histogram(z)
+
+    def _add_unit_sums(self, habs: torch.Tensor, nonzero: torch.Tensor) -> torch.Tensor:
+        """Fold per-unit sum |f(z)| and count f(z) != 0 into the accumulators; returns this call's counts."""
+        s, act = _unit_sum(habs), _unit_sum(nonzero, torch.int64)  # int64: exact counts
+        if self.abs_sum is None:
+            self.abs_sum, self.active = s, act.clone()
+        else:
+            if s.shape != self.abs_sum.shape:
+                raise ValueError(f"dead-neuron monitor: '{self.path}' saw {s.numel()} units, earlier "
+                                 f"{self.abs_sum.numel()}; a call site must keep its width")
+            self.abs_sum += s
+            self.active += act
+        self.unit_n += habs.numel() // max(s.numel(), 1)
+        return act
 
     def _slope_alive(self, z: torch.Tensor) -> torch.Tensor | bool | None:
         """|negative slope| > eps, per unit or shared; None when the slope layout is not the unit layout."""
@@ -168,7 +199,7 @@ class Site:
         self.hist = counts if self.hist is None else self.hist + counts
 
 
-def _select(t: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+def drop_padding(t: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     """Drop padded positions of an (N, L, D) tensor given a (N, L) attention mask; others unchanged."""
     if mask is not None and t.dim() == 3 and t.shape[:2] == mask.shape:
         return t[mask]

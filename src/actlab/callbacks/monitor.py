@@ -8,8 +8,13 @@ Two views per epoch. `train_*`: hooks on every activation site accumulate, over 
 batches (training mode, the network changing under them), whether each unit fired / got gradient at
 least once. Bare keys (`dead_fwd`, ...): `measure()` on a fixed probe set, the first `probe_size`
 examples of the validation loader, cached once so that rates compare across epochs, activations and
-runs. At the end of training the probe's per-layer pre-activation histogram goes to
-`<out_dir>/preact_hist.json`. Everything is logged through `pl_module.log` to the attached loggers.
+runs. `metrics` picks the metric set ("basic" | "default" | "all", or groups; definitions and costs in
+actlab.monitor): dormant_redo@tau, dormant_freq, w_abs and eff_rank / approx_rank are probe keys,
+still_dead / revived compare each probe measurement with the previous one (the first has none), and
+grad_norm ("all") averages per-layer weight-gradient norms over the epoch's optimizer steps (taken in
+on_before_optimizer_step, after AMP unscaling). At the end of training the probe's per-layer
+pre-activation histogram goes to `<out_dir>/preact_hist.json`. Aggregates are logged through
+`pl_module.log`, per-layer keys straight to the attached loggers.
 Under DDP the training counts are reduced over ranks (max / sum); every rank measures the same probe.
 Dict batches are fed to the model as keyword arguments (HF style); their attention_mask drops padding.
 Activation checkpointing re-runs forwards inside backward: the hooks then see each z twice, which
@@ -24,12 +29,14 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import torch
 from lightning.pytorch import Callback
 from torch import nn
 
 from actlab import atomic
 from actlab.batches import attention_mask, first_examples
-from actlab.monitor import EPS, TRAIN_COUNT_EVERY, UnitStats, measure
+from actlab.layer_stats import GradNorms
+from actlab.monitor import EPS, TRAIN_COUNT_EVERY, UnitStats, measure, resolve_metrics
 
 log = logging.getLogger("actlab")
 
@@ -45,6 +52,8 @@ class DeadNeuronMonitor(Callback):
     (history keeps them either way). module_attr: measure `pl_module.<module_attr>` when it is a module
     (layer names then lack the "model." prefix), else pl_module itself. train_count_every: count the
     elements of train_zero_rate / train_band on every k-th training batch (train_dead_* see every batch).
+    metrics: "basic" (the dead rates only), "default" (+ dormancy, revival, w_abs; no per-step cost), "all"
+    (+ eff_rank / approx_rank on the probe, grad_norm per training step), or a list of metric groups.
     """
 
     def __init__(
@@ -59,6 +68,7 @@ class DeadNeuronMonitor(Callback):
         log_per_layer: bool = True,
         module_attr: str | None = "model",
         train_count_every: int = TRAIN_COUNT_EVERY,
+        metrics: str | Iterable[str] = "default",
     ):
         lo, hi = (float(v) for v in hist_range)
         bad = [name for name, ok in (
@@ -72,6 +82,7 @@ class DeadNeuronMonitor(Callback):
         self.every_n_epochs, self.out_dir = int(every_n_epochs), out_dir
         self.log_per_layer, self.module_attr = bool(log_per_layer), module_attr
         self.train_count_every = int(train_count_every)
+        self.groups = resolve_metrics(metrics)  # raises ValueError for an unknown name
         self.history: list[dict[str, Any]] = []
         self.final: dict[str, Any] = {}
         self._root: nn.Module | None = None
@@ -79,6 +90,9 @@ class DeadNeuronMonitor(Callback):
         self._probe: list | None = None
         self._collect = False
         self._calls_checked = False
+        self._grads: GradNorms | None = None
+        self._collect_grads = False
+        self._dead_masks: dict[str, torch.Tensor] = {}  # dead_fwd units of the last probe measurement
 
     # -- what the training entry reads ---------------------------------------------------------------
     def state(self) -> dict[str, Any]:
@@ -86,11 +100,14 @@ class DeadNeuronMonitor(Callback):
         return {"final": dict(self.final), "history": [dict(h) for h in self.history]}
 
     def state_dict(self) -> dict[str, Any]:  # saved in checkpoints: a resumed run keeps its history
-        return self.state()
+        masks = {p: m.tolist() for p, m in self._dead_masks.items()}  # and revival its reference
+        return {**self.state(), "dead_masks": masks}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.history = [dict(h) for h in state_dict.get("history", [])]
         self.final = dict(state_dict.get("final", {}))
+        self._dead_masks = {p: torch.tensor(m, dtype=torch.bool)
+                            for p, m in (state_dict.get("dead_masks") or {}).items()}
 
     # -- lifecycle -----------------------------------------------------------------------------------
     def on_fit_start(self, trainer, pl_module) -> None:
@@ -102,6 +119,8 @@ class DeadNeuronMonitor(Callback):
             log.warning("DeadNeuronMonitor: no activation modules in %s; nothing to monitor", type(root).__name__)
             return
         self._root = root
+        if "grad_norm" in self.groups:
+            self._grads = GradNorms(root)
         if self.train_stats:
             stats.active = False  # opened only around training batches, never during validation
             self._train = stats.attach()
@@ -109,7 +128,8 @@ class DeadNeuronMonitor(Callback):
     def on_train_start(self, trainer, pl_module) -> None:
         probe = self._probe_set(trainer, pl_module)
         if self._root is not None and probe:
-            measure(self._root, probe[:1], self.eps)  # fail now on a module run twice per forward
+            # fail now on a module run twice per forward
+            measure(self._root, probe[:1], self.eps, metrics="basic")
             self._calls_checked = True
 
     def on_fit_end(self, trainer, pl_module) -> None:
@@ -122,6 +142,7 @@ class DeadNeuronMonitor(Callback):
         if self._train is not None:
             self._train.detach()
         self._train, self._root, self._collect = None, None, False
+        self._grads, self._collect_grads = None, False
 
     # -- training batches ----------------------------------------------------------------------------
     def _epoch_due(self, trainer) -> bool:
@@ -131,6 +152,13 @@ class DeadNeuronMonitor(Callback):
         self._collect = self._train is not None and self._epoch_due(trainer)
         if self._collect:
             self._train.reset()
+        self._collect_grads = self._grads is not None and self._epoch_due(trainer)
+        if self._collect_grads:
+            self._grads.reset()
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+        if self._collect_grads:
+            self._grads.accumulate()  # device work only: no host sync per step
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         if self._collect:
@@ -146,11 +174,15 @@ class DeadNeuronMonitor(Callback):
                 self._calls_checked = True
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
-        if not self._collect:
-            return
-        self._collect = False
-        self._train.reduce_distributed()
-        self._record(trainer, pl_module, self._train.rates(prefix="train_"))
+        rates: dict[str, float] = {}
+        if self._collect:
+            self._collect = False
+            self._train.reduce_distributed()
+            rates.update(self._train.rates(prefix="train_"))
+        if self._collect_grads:  # gradients are all-reduced under DDP: every rank holds the same norms
+            self._collect_grads = False
+            rates.update(self._grads.rates())
+        self._record(trainer, pl_module, rates)
 
     # -- probe set -----------------------------------------------------------------------------------
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
@@ -158,7 +190,8 @@ class DeadNeuronMonitor(Callback):
             return
         probe = self._probe_set(trainer, pl_module)
         if probe:
-            self._record(trainer, pl_module, measure(self._root, probe, self.eps))
+            self._record(trainer, pl_module, measure(self._root, probe, self.eps, metrics=self.groups,
+                                                     previous=self._dead_masks))
 
     def on_train_end(self, trainer, pl_module) -> None:
         if self._root is None:
@@ -167,7 +200,9 @@ class DeadNeuronMonitor(Callback):
         probe = self._probe_set(trainer, pl_module)
         run_dir = self.out_dir or trainer.log_dir or trainer.default_root_dir  # log_dir: call on all ranks
         if probe:
-            rates = measure(self._root, probe, self.eps, histogram=self.hist_spec)
+            # same weights as the last probe measurement: no revival against it (final keeps that epoch's)
+            rates = measure(self._root, probe, self.eps, histogram=self.hist_spec,
+                            metrics=self.groups - {"revival"})
             hist = rates.pop("preact_hist")
             final.update(rates)
             if trainer.is_global_zero:

@@ -1,6 +1,6 @@
 """The paper's figures from run records: `actlab figures [RUNS_DIR] --out results/figures --margin 1.0`.
 
-fig2_activations     ReLU, GELU, HeLU(α) and the derivatives training uses (autograd), z in [-5, 5]
+fig2_activations     ReLU, GELU, HeLU(α), SUGAR B-SiLU/NeLU, ST-ReLU: the derivatives training uses
 fig1b_preact_hist    pre-activation histogram of one run (all layers summed), band (-α, 0] shaded
 acc_vs_margin        HeLU accuracy vs margin per dataset, 95 % Student-t CIs, ReLU/GELU references
 dead_curves          forward- and gradient-dead rates over epochs, mean over seeds ± std
@@ -22,7 +22,7 @@ from matplotlib.ticker import MaxNLocator
 from actlab.report import style
 from actlab.report.frame import is_nan, load_frame
 from actlab.report.groups import is_activation_key
-from actlab.report.summarize import summarize
+from actlab.report.summarize import scale_of, summarize
 from actlab.report.tables import fmt_key
 
 plt = style.plt
@@ -30,6 +30,15 @@ plt = style.plt
 
 class Skip(Exception):
     """A figure that cannot be drawn from the data at hand; the message says why."""
+
+
+# Fig. 2's ReLU-forward surrogates, drawn in their own panel: (registry name, kwargs, label, Okabe-Ito hue).
+# Hues not taken by ReLU (blue), GELU (orange) or HeLU (vermillion); style.py has no entry for them yet.
+SURROGATES = (
+    ("sugar_bsilu", {}, "SUGAR B-SiLU α=1.67", "green"),
+    ("sugar_nelu", {}, "SUGAR NeLU α=0.01", "purple"),
+    ("st_relu", {}, "ST-ReLU s=0.01", "sky"),
+)
 
 
 def _derivative_curves(margin: float) -> tuple[np.ndarray, dict[str, tuple[np.ndarray, np.ndarray]]]:
@@ -42,7 +51,8 @@ def _derivative_curves(margin: float) -> tuple[np.ndarray, dict[str, tuple[np.nd
         raise Skip(f"actlab.activations is not importable ({e})") from e
     z = torch.linspace(-5, 5, 4001, dtype=torch.float64)
     curves = {}
-    for name, kw in (("relu", {}), ("gelu", {}), ("helu", {"margin": margin})):
+    named = [("relu", {}), ("gelu", {}), ("helu", {"margin": margin})] + [(n, kw) for n, kw, *_ in SURROGATES]
+    for name, kw in named:
         act = build(name, **kw).double()
         with torch.no_grad():
             y = act(z)
@@ -50,20 +60,51 @@ def _derivative_curves(margin: float) -> tuple[np.ndarray, dict[str, tuple[np.nd
     return z.numpy(), curves
 
 
+def _surrogate_style(name: str) -> tuple[str, str]:
+    for n, _, label, hue in SURROGATES:
+        if n == name:
+            known = name in style.ACTIVATION_COLORS  # style.py's entry wins once it has one
+            return (style.label_for(name) if name in style.DISPLAY_NAMES else label,
+                    style.color_for(name) if known else style.OKABE_ITO[hue])
+    raise KeyError(name)
+
+
 def fig_activations(out: Path, margin: float = 1.0) -> list[Path]:
-    """Fig. 2: forward (HeLU's is ReLU's) and backward (HeLU passes gradient for z > -α)."""
+    """Fig. 2: forward (HeLU's, SUGAR's and ST-ReLU's are ReLU's) and the derivatives backward uses.
+
+    Top: the activations and the derivatives of ReLU, GELU, HeLU(α). Bottom: HeLU's beside the ReLU-forward
+    surrogates (SUGAR B-SiLU, SUGAR NeLU, straight-through ReLU), in full and zoomed on z <= 0, where they
+    differ by a few hundredths.
+    """
     z, curves = _derivative_curves(margin)
-    fig, (a0, a1) = plt.subplots(1, 2, figsize=(7.0, 2.8), layout="constrained")
+    fig, ((a0, a1), (a2, a3)) = plt.subplots(2, 2, figsize=(7.0, 5.4), layout="constrained")
     dashes = {"relu": "-", "gelu": "-", "helu": (0, (4, 2.5))}  # HeLU's forward lies on ReLU's: dash it
-    for name, (y, g) in curves.items():
+    for name in ("relu", "gelu", "helu"):
+        y, g = curves[name]
         label = style.label_for(name, margin if name == "helu" else None)
-        a0.plot(z, y, color=style.color_for(name), ls=dashes[name], label=label, lw=2.2 if name == "relu" else 1.6)
-        a1.plot(z, g, color=style.color_for(name), ls=dashes[name], label=label, lw=2.2 if name == "relu" else 1.6)
-    a1.axvspan(-margin, 0, color=style.color_for("helu"), alpha=0.12, lw=0, label=f"band (−{margin:g}, 0]")
+        kw = dict(color=style.color_for(name), ls=dashes[name], label=label, lw=2.2 if name == "relu" else 1.6)
+        a0.plot(z, y, **kw)
+        a1.plot(z, g, **kw)
+        if name != "gelu":
+            for ax in (a2, a3):
+                ax.plot(z, g, **{**kw, "lw": 1.3})
+    a0.plot([], [], " ", label="SUGAR, ST-ReLU: ReLU's")  # same forward: not drawn again
+    for name, *_ in SURROGATES:
+        label, color = _surrogate_style(name)
+        a2.plot(z, curves[name][1], color=color, label=label)
+        a3.plot(z, curves[name][1], color=color)
+    for ax in (a1, a2, a3):
+        ax.axvspan(-margin, 0, color=style.color_for("helu"), alpha=0.12, lw=0,
+                   label=f"band (−{margin:g}, 0]" if ax is a1 else None)
+    a3.axhline(0, color="0.4", lw=0.6)
     a0.set(xlabel="z", ylabel="f(z)", title="activation", xlim=(-5, 5), ylim=(-0.5, 5))
     a1.set(xlabel="z", ylabel="∂f/∂z used in backward", title="derivative", xlim=(-5, 5), ylim=(-0.15, 1.2))
+    a2.set(xlabel="z", ylabel="∂f/∂z used in backward", title="ReLU forward, surrogate backward",
+           xlim=(-5, 5), ylim=(-0.15, 1.35))
+    a3.set(xlabel="z", title="the same, z ≤ 0 zoomed", xlim=(-5, 0.3), ylim=(-0.03, 0.03))
     a0.legend(loc="upper left")
     a1.legend(loc="upper left")
+    a2.legend(loc="lower right", fontsize=7, handlelength=2.2)
     return style.save(fig, out, "fig2_activations")
 
 
@@ -132,6 +173,7 @@ def fig_acc_vs_margin(df: pd.DataFrame, out: Path, metric: str = "test/acc") -> 
         raise Skip(f"no completed HeLU run with {metric}")
     summary = summarize(done, ("dataset", "activation", "margin"), [metric], baseline=None)
     s, panel_keys = summary.stats, [k for k in summary.by if not is_activation_key(k)]
+    scale = scale_of(metric)  # accuracies and rates in %, ranks and norms as they are
     helu_rows = s[(s["activation"] == "helu") & s["margin"].notna() & s["dataset"].notna()]
     panels = list(dict.fromkeys(tuple(r[k] for k in panel_keys) for _, r in helu_rows.iterrows()))
     fig, axes = _grid(len(panels))
@@ -139,20 +181,20 @@ def fig_acc_vs_margin(df: pd.DataFrame, out: Path, metric: str = "test/acc") -> 
         g = s[np.logical_and.reduce([(s[k].isna() if is_nan(v) else s[k] == v).to_numpy(bool)
                                      for k, v in zip(panel_keys, panel)])]
         helu = g[(g["activation"] == "helu") & g["margin"].notna()].sort_values("margin")
-        m, lo, hi = (helu[f"{metric}:{k}"].to_numpy(float) * 100 for k in ("mean", "ci_low", "ci_high"))
+        m, lo, hi = (helu[f"{metric}:{k}"].to_numpy(float) * scale for k in ("mean", "ci_low", "ci_high"))
         err = np.nan_to_num(np.vstack([m - lo, hi - m]))  # n=1: no interval, no bar
         x = helu["margin"].to_numpy(float)
         ax.errorbar(x, m, yerr=err, color=style.color_for("helu"), marker="o", ms=4, capsize=3,
                     label="HeLU (95% CI)")
         for _, r in g[g["activation"] != "helu"].iterrows():
             c = style.color_for(r["activation"])
-            ax.axhline(r[f"{metric}:mean"] * 100, color=c, lw=1.2, ls="--", label=style.label_for(r["activation"]))
+            ax.axhline(r[f"{metric}:mean"] * scale, color=c, lw=1.2, ls="--", label=style.label_for(r["activation"]))
             if not is_nan(r[f"{metric}:ci_low"]):
-                ax.axhspan(r[f"{metric}:ci_low"] * 100, r[f"{metric}:ci_high"] * 100, color=c, alpha=0.12, lw=0)
+                ax.axhspan(r[f"{metric}:ci_low"] * scale, r[f"{metric}:ci_high"] * scale, color=c, alpha=0.12, lw=0)
         if len(x) and x.min() > 0 and x.max() / x.min() >= 10:
             ax.set_xscale("log")
         title = ", ".join([str(panel[0])] + [f"{k}={fmt_key(v)}" for k, v in zip(panel_keys[1:], panel[1:])])
-        ax.set(title=title, xlabel="margin α", ylabel=f"{metric} (%)")
+        ax.set(title=title, xlabel="margin α", ylabel=f"{metric} (%)" if scale == 100 else metric)
     fig.suptitle("HeLU: mean over seeds, 95% CI (Student t)\n(dashed: other activations, band: their CI)",
                  fontsize=9, x=0.02, ha="left")
     _legend(fig, axes)

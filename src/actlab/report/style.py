@@ -37,11 +37,16 @@ ACTIVATION_COLORS = {
     "silu": OKABE_ITO["black"],
     "swish": OKABE_ITO["black"],
     "smelu": OKABE_ITO["grey"],
+    # ReLU-forward surrogates: the hue of their closest relative (st_relu's backward is LeakyReLU's)
+    "sugar_bsilu": OKABE_ITO["green"],
+    "sugar_nelu": OKABE_ITO["purple"],
+    "st_relu": OKABE_ITO["sky"],
 }
 
 DISPLAY_NAMES = {
     "relu": "ReLU", "gelu": "GELU", "gelu_tanh": "GELU (tanh)", "helu": "HeLU", "elu": "ELU",
     "leaky_relu": "LeakyReLU", "prelu": "PReLU", "silu": "SiLU", "swish": "Swish", "smelu": "SmeLU",
+    "sugar_bsilu": "SUGAR B-SiLU", "sugar_nelu": "SUGAR NeLU", "st_relu": "ST-ReLU",
 }
 
 # Several HeLU margins in one panel share HeLU's hue and differ by dash pattern.

@@ -10,6 +10,8 @@ failed, are still running or are corrupt are counted per row and listed, never d
 completed runs with a non-finite metric (an old record): excluded from their row, with the reason.
 Writes <out>/<name>.md, .tex (booktabs), .csv (raw units), plus <name>_dead.* and <name>_excluded.csv,
 and <name>_int8.* (INT8 minus fp32 per GLUE task, the paper's Table 3) once `actlab int8` has run.
+`pd` and `rel_pd` (--metric pd rel_pd; shown by default when runs saved test predictions) are per-row
+metrics over pairs of the row's runs: prediction disagreement between seeds (actlab.report.disagreement).
 Cells, "mean ± std" (ddof=1) and the Markdown/LaTeX output come from actlab.report.tables; the GLUE
 column map and the paper-vs-ours tables from actlab.report.paper, which does not import this module.
 """
@@ -24,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from actlab.report import groups, paper
+from actlab.report import disagreement, groups, paper
 from actlab.report.frame import DEAD_KEYS, is_nan, load_frame
 from actlab.report.groups import is_activation_key  # noqa: F401 - part of this module's interface
 from actlab.report.stats import CI_LABEL, CI_METHODS, bootstrap_ci, compare, interval, t_ci  # noqa: F401
@@ -35,9 +37,14 @@ PRETTY = {"dataset": "Dataset", "model": "Model", "activation": "Activation", "m
           "schedule": "Schedule", "seed": "Seed"}
 # Shown in percent: accuracies and other [0, 1] scores (GLUE MCC/F1/correlations and the per-task
 # GLUE score), and the dead rates.
-_PERCENT = re.compile(r"acc|f1|mcc|matthews|spearman|pearson|corr|auc|precision|recall|score|"
-                      + "|".join(DEAD_KEYS))
-_LOWER_IS_BETTER = re.compile(r"loss|dead|err|time|_s$|band|zero_rate|ppl|perplexity")
+_PERCENT = re.compile(r"acc|f1|mcc|matthews|spearman|pearson|corr|auc|precision|recall|score|^pd$|"
+                      r"dormant|revived|still_dead|" + "|".join(DEAD_KEYS))
+_LOWER_IS_BETTER = re.compile(r"loss|dead|err|time|_s$|band|zero_rate|ppl|perplexity|^pd$|^rel_pd$|"
+                              r"dormant|still_dead")
+# Per-row metrics over pairs of a row's runs (not per-run frame columns): prediction disagreement between
+# seeds and relative to the test error (actlab.report.disagreement). Stored as <m>:mean (over pairs), <m>:std
+# (over pairs), <m>:n (runs) and <m>:pairs; no CI (pairs share runs); Δ vs the baseline row without a test.
+GROUP_METRICS = disagreement.METRICS
 
 
 def scale_of(metric: str) -> float:
@@ -97,7 +104,7 @@ def summarize(df: pd.DataFrame, by=DEFAULT_BY, metrics=("test/acc",), baseline: 
     """Group runs by `by` (split into true replicates); stats over completed runs, status counts over all
     of them (raw units). `drop`: run_id -> reason for completed runs to leave out too (the dead-rate
     table drops the main table's); `plan`: a groups.plan(df, by) already made."""
-    by, metrics = list(by), [m for m in metrics if m in df.columns]
+    by, metrics = list(by), [m for m in metrics if m in df.columns or m in GROUP_METRICS]
     missing = [k for k in by if k not in df.columns]
     if missing:
         raise KeyError(f"unknown --by key(s) {missing}; columns: {', '.join(map(str, df.columns))}")
@@ -107,13 +114,16 @@ def summarize(df: pd.DataFrame, by=DEFAULT_BY, metrics=("test/acc",), baseline: 
     status = df["status"].to_numpy(dtype=object)
     run_ids = df["run_id"].to_numpy(dtype=object)
     seeds = pd.to_numeric(df["seed"], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
-    values = {m: pd.to_numeric(df[m], errors="coerce").to_numpy(dtype=float, na_value=np.nan) for m in metrics}
+    values = {m: pd.to_numeric(df[m], errors="coerce").to_numpy(dtype=float, na_value=np.nan) for m in metrics
+              if m not in GROUP_METRICS}
     used, why = [], {}
     for rows in plan.members:  # the runs each row counts
         done = rows[status[rows] == "completed"]
         bad = _nonfinite(done, values) | {int(p): drop[run_ids[p]] for p in done if run_ids[p] in drop}
         why |= bad
         used.append(done[[int(p) not in bad for p in done]] if bad else done)
+    group_metrics = [m for m in metrics if m in GROUP_METRICS]
+    pairs = disagreement.by_row(df, used) if group_metrics else []
     with_base = bool(baseline) and "activation" in keys
     base_of: dict[tuple, list[int]] = {}
     if with_base:
@@ -131,12 +141,16 @@ def summarize(df: pd.DataFrame, by=DEFAULT_BY, metrics=("test/acc",), baseline: 
         row["n_other"] = int(len(rows) - np.count_nonzero(st == "completed") - row["n_failed"] - row["n_running"]
                              - row["n_corrupt"])
         row["n_nonfinite"] = int(np.count_nonzero(st == "completed") - len(mine))
-        base = None
+        base = base_gi = None
         if with_base and row["activation"] != baseline:
             match = base_of.get(plan.context[gi], [])
-            base = used[match[0]] if len(match) == 1 else None  # several: ambiguous, none: nothing to pair
+            base_gi = match[0] if len(match) == 1 else None  # several: ambiguous, none: nothing to pair
+            base = used[base_gi] if base_gi is not None else None
             unmatched += int(base is None and len(mine) > 0)
         for m in metrics:
+            if m in GROUP_METRICS:
+                row |= disagreement.cells(m, pairs[gi], pairs[base_gi] if base is not None else None, method, with_base)
+                continue
             x = values[m][mine]
             x = x[~np.isnan(x)]
             mean, std, n = mean_std(x)
@@ -161,7 +175,7 @@ def summarize(df: pd.DataFrame, by=DEFAULT_BY, metrics=("test/acc",), baseline: 
     out = pd.DataFrame([rows_out[i] for i in ranked], columns=list(rows_out[0]) if rows_out else keys + ["n"])
     contexts = {c: j for j, c in enumerate(dict.fromkeys(plan.context))}
     _mark_best(out, np.array([contexts[plan.context[i]] for i in ranked], dtype=int), metrics)
-    notes = [n for n in (plan.note(),) if n]
+    notes = [n for n in (plan.note(), disagreement.note(pairs, group_metrics) if group_metrics else None) if n]
     if with_base and unmatched:
         notes.append(f"note: {unmatched} row(s) have no {baseline} row (or several) with the same config but for "
                      "activation, margin, schedule and seed: their Δ and p are —")
@@ -305,6 +319,8 @@ def write_summary(df: pd.DataFrame, out: str | Path, name: str, by=DEFAULT_BY, m
     table, bold = display_table(s)
     md = f"## {name}: {', '.join(s.metrics)} by {', '.join(s.by)} (mean ± std over seeds)\n\n"
     md += to_markdown(table, bold) + "".join(f"\n{n}\n" for n in s.notes)
+    if any(m in GROUP_METRICS for m in s.metrics):
+        md += f"\n{disagreement.LEGEND}\n"
     ci_name = {"t": "Student t", "bootstrap": "BCa bootstrap"}.get(s.ci or "", "none")
     tex = to_latex(table, bold, caption=f"actlab summarize: {name} (mean ± std over seeds; 95% CI: {ci_name})")
     s.stats.to_csv(out / f"{name}.csv", index=False)
@@ -346,7 +362,8 @@ def write_summary(df: pd.DataFrame, out: str | Path, name: str, by=DEFAULT_BY, m
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("runs_dir", nargs="?", default="results/runs", help="run records (default results/runs)")
     parser.add_argument("--by", default=",".join(DEFAULT_BY), help="comma-separated group keys")
-    parser.add_argument("--metric", nargs="+", action="extend", dest="metrics", help="metrics (default test/acc)")
+    parser.add_argument("--metric", nargs="+", action="extend", dest="metrics",
+                        help="metrics (default test/acc, plus pd and rel_pd when runs saved test predictions)")
     parser.add_argument("--out", default="results/tables", help="output folder")
     parser.add_argument("--baseline", default="relu", help="activation to compare against ('' for none)")
     parser.add_argument("--name", default="summary", help="file stem of the tables")
@@ -368,7 +385,8 @@ def run(args: argparse.Namespace) -> int:
         return 1
     by = [k.strip() for k in args.by.split(",") if k.strip()]
     try:
-        paths, md = write_summary(df, args.out, args.name, by, args.metrics or ["test/acc"], args.baseline or None,
+        metrics = args.metrics or ["test/acc", *(GROUP_METRICS if disagreement.any_predictions(df) else ())]
+        paths, md = write_summary(df, args.out, args.name, by, metrics, args.baseline or None,
                                   getattr(args, "ci", "t"), console=console)
     except KeyError as e:
         console.print(f"[red]{e.args[0]}[/red]")

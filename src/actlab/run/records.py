@@ -6,6 +6,7 @@ failed, and the `error`), what it measured at the end (`metrics`, `dead` with th
 dead-neuron rates), how long it took, and with which code (versions, git commit). Both files are
 plain JSON: `json.load` reads a record, `read_history` the per-epoch series. Schema 3; schema 1/2
 records kept the per-epoch lists inside record.json: `upgrade()` converts them (`actlab migrate`).
+Image classifiers also leave their test-set predictions (PREDICTIONS, a .npy array; `read_predictions`).
 """
 
 from __future__ import annotations
@@ -19,12 +20,17 @@ import subprocess
 from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
+
 from actlab import atomic
 
 SCHEMA = 3
 RECORD = "record.json"
 HISTORY = "history.jsonl"
 DEAD_LAYERS = "dead_layers.json"  # the final per-layer dead-neuron rates (record.json keeps the aggregates)
+# Image classifiers' test-set predictions: the predicted class of every test example in index order, a 1-D
+# .npy array of the smallest unsigned integer type that holds the classes (uint8 up to 256); read_predictions.
+PREDICTIONS = "predictions.npy"
 # Task class paths (before `kind` existed in records, schema 1/2, and today's, for W&B configs) -> kind.
 _TASK_KINDS = {"actlab.task.Classifier": "image", "actlab.glue_task.GLUEClassifier": "glue",
                "actlab.mlm_task.MaskedLM": "mlm", "actlab.tasks.classify.Classifier": "image",
@@ -72,6 +78,30 @@ def read_dead_layers(run_dir: Path) -> dict:
         return json.loads((Path(run_dir) / DEAD_LAYERS).read_text()).get("final", {})
     except (OSError, ValueError, AttributeError):
         return {}
+
+
+def write_predictions(run_dir: Path, predictions) -> str:
+    """PREDICTIONS in `run_dir` from a 1-D integer array (np.save to a temp file, then rename); returns the
+    file name, for the record's "files"."""
+    arr = np.asarray(predictions)
+    if arr.ndim != 1 or arr.dtype.kind not in "iu":
+        raise ValueError(f"predictions must be a 1-D integer array, not {arr.dtype} of shape {arr.shape}")
+    atomic.write_with(Path(run_dir) / PREDICTIONS, lambda f: np.save(f, arr, allow_pickle=False))
+    return PREDICTIONS
+
+
+def read_predictions(run_dir: Path):
+    """The run's test-set predictions (1-D integer numpy array), or None when there are none (load_predictions)."""
+    return load_predictions(Path(run_dir) / PREDICTIONS)
+
+
+def load_predictions(path: str | os.PathLike):
+    """A predictions file as a 1-D integer numpy array; None when it is missing, unreadable or not such an array."""
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError):
+        return None
+    return arr if isinstance(arr, np.ndarray) and arr.ndim == 1 and arr.dtype.kind in "iu" else None
 
 
 def read(run_dir: Path) -> dict | None:

@@ -18,6 +18,8 @@ NOT_IDENTITY = {"paths", "force", "resume", "run_id", "logger", "tags", "hydra"}
 # Nested keys that never change results.
 NOT_IDENTITY_NESTED = {
     "trainer": {"enable_progress_bar", "log_every_n_steps", "enable_model_summary"},
+    # which metrics the monitor computes: more numbers in the record, the same training
+    "monitor": {"metrics", "log_per_layer"},
 }
 
 

@@ -4,7 +4,7 @@
     record = run(cfg)              # cfg composed by Hydra (actlab-train) or by tests/compose.py
 
 Every run leaves `<paths.runs_dir>/<run_id>/record.json` and `history.jsonl` (see run.records),
-whatever the logger. Raises RunSkipped when the run_id already completed or another process holds it.
+whatever the logger; image classifiers also `predictions.npy` (the test set's predicted classes). Raises RunSkipped when the run_id already completed or another process holds it.
 """
 
 from __future__ import annotations
@@ -121,6 +121,8 @@ def _fit(cfg: DictConfig, rid: str, run_dir: Path, config: dict, previous: dict 
         files = {"checkpoint": "checkpoints/last.ckpt"}
         if (run_dir / "preact_hist.json").exists():
             files["preact_hist"] = "preact_hist.json"
+        if rank_zero and getattr(task, "test_predictions", None) is not None:  # image classifiers (disagreement)
+            files["predictions"] = records.write_predictions(run_dir, task.test_predictions)
         if rank_zero and hasattr(task, "export"):  # masked LM: the model fine-tuning starts from
             files.update(task.export(run_dir, dm, activation=config.get("activation")))
         if rank_zero:

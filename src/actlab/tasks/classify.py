@@ -2,12 +2,18 @@
 
 Metric names `train/loss`, `val/acc`, `test/acc` (and `*/acc_top5` when classes > 10) are a
 contract with configs, run records and reports.
+
+After `trainer.test`, `test_predictions` holds the predicted class (argmax of the logits) of every test
+example in test-set index order, as a small unsigned numpy array (uint8 up to 256 classes); the runner
+saves it beside the record (run.records.PREDICTIONS) for prediction disagreement between seeds
+(actlab.report.disagreement). Under DDP the ranks' shards are gathered and put back in index order.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
+import numpy as np
 import torch
 from torch import nn
 from torchmetrics import MeanMetric
@@ -39,6 +45,8 @@ class Classifier(TrainTask):
                                       for s in ("val", "test") for name, k in self.topk})
         for s in ("val", "test"):
             self.metrics[f"{s}_loss"] = MeanMetric()
+        self._test_preds: list[torch.Tensor] = []
+        self.test_predictions: np.ndarray | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
@@ -57,6 +65,8 @@ class Classifier(TrainTask):
         self.metrics[f"{stage}_loss"].update(loss, weight=n)
         for name, _ in self.topk:
             self.metrics[f"{stage}_{name}"].update(logits, y)
+        if stage == "test":
+            self._test_preds.append(logits.argmax(1).detach())  # on the device: no host sync per batch
         return loss
 
     def _log_metrics(self, stage: str) -> None:
@@ -73,11 +83,40 @@ class Classifier(TrainTask):
     def on_validation_epoch_end(self) -> None:
         self._log_metrics("val")
 
+    def on_test_epoch_start(self) -> None:
+        self._test_preds, self.test_predictions = [], None
+
     def test_step(self, batch, batch_idx):
         self._step(batch, batch_idx, "test")
 
     def on_test_epoch_end(self) -> None:
         self._log_metrics("test")
+        preds = (torch.cat(self._test_preds) if self._test_preds
+                 else torch.zeros(0, dtype=torch.long, device=self.device))
+        self._test_preds = []
+        if self.trainer.world_size > 1:
+            preds = self._gather_in_order(preds)
+        self.test_predictions = preds.cpu().numpy().astype(np.min_scalar_type(max(self.num_classes - 1, 0)))
+
+    def _gather_in_order(self, preds: torch.Tensor) -> torch.Tensor:
+        """Every rank's test predictions in test-set index order. Both evaluation loaders give rank r of
+        `world` the examples r, r + world, r + 2 world, ... (TensorBatches: exactly those; torchvision's
+        DataLoader under Lightning's DistributedSampler(shuffle=False): padded with the first examples to
+        equal shards), so example j*world + r is rank r's j-th; padding beyond the test set is cut off."""
+        world = self.trainer.world_size
+        count = torch.tensor([preds.numel()], device=preds.device)
+        counts = self.all_gather(count).reshape(world)
+        width = int(counts.max())
+        padded = torch.full((width,), -1, dtype=preds.dtype, device=preds.device)
+        padded[: preds.numel()] = preds
+        table = self.all_gather(padded).reshape(world, width)  # rank r's row: examples r, r + world, ...
+        valid = torch.arange(width, device=preds.device)[None, :] < counts[:, None]
+        n = int(counts.sum())
+        dataset = getattr(self.trainer.test_dataloaders, "dataset", None)
+        if dataset is not None and hasattr(dataset, "__len__"):  # DistributedSampler's padding
+            n = min(n, len(dataset))
+        order = table.T.reshape(-1)[valid.T.reshape(-1)]  # position j*world + r
+        return order[:n]
 
 
 def _hits(logits: torch.Tensor, y: torch.Tensor, k: int) -> torch.Tensor:
