@@ -4,6 +4,7 @@
     actlab figures [RUNS_DIR]            # the paper's figures into results/figures/
     actlab int8 [RUNS_DIR]               # GLUE runs: INT8 minus fp32 dev scores, into their records
     actlab migrate [RUNS_DIR]            # upgrade records of older actlab versions in place (schema 3)
+    actlab presets [xor_prelu] [prune_dnr]   # the two mini-experiments' tables and figures
     actlab bench activations|monitor|inference|summarize|pipeline   # benchmarks into results/bench/
 
 Each command lives in its own module exposing add_arguments(parser) and run(args) -> exit code;
@@ -21,6 +22,7 @@ COMMANDS = {
     "figures": ("actlab.report.figures", "the paper's figures from run records and benchmarks"),
     "int8": ("actlab.report.int8", "GLUE runs: dev scores in fp32 and dynamic INT8 on CPU, into their records"),
     "migrate": ("actlab.report.migrate", "upgrade schema-1/2 run records in place to schema 3 (history.jsonl)"),
+    "presets": ("actlab.report.presets", "tables and figures of the presets xor_prelu and prune_dnr"),
 }
 BENCHMARKS = {
     "activations": ("actlab.bench.activations", "activation op and ResNet-18 step: time and saved memory"),
