@@ -7,6 +7,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+import torch
 
 # Set before anything imports huggingface/wandb: tests never touch the network or a W&B account.
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -90,3 +91,12 @@ def glue_files(tmp_path_factory) -> dict[str, dict[str, str]]:
 def corpus_file(tmp_path_factory) -> Path:
     """A 400-line plain-text corpus (one sentence per line, some blank lines)."""
     return write_corpus(tmp_path_factory.mktemp("corpus") / "corpus.txt", 400)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models gain nothing from threads; on a shared 2-core box a spinning second thread hurts."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -24,12 +24,8 @@ ALIVE, BAND, DEAD = 0.5, -0.04, -1.0  # z in [b, b + 0.01]: positive / inside (-
 
 
 @pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from threads; on a shared 2-core box a spinning second thread hurts."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_thread(one_thread):
+    """Every test of this module on one torch thread (conftest.one_thread)."""
 
 
 def fixed_linear(biases: list[float], d_in: int = D_IN) -> nn.Linear:

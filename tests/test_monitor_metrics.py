@@ -22,11 +22,8 @@ from actlab.monitor import measure, resolve_metrics
 
 
 @pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_thread(one_thread):
+    """Every test of this module on one torch thread (conftest.one_thread)."""
 
 
 def const_layer(biases: list[float], act: nn.Module | None = None, d_in: int = 3) -> nn.Sequential:
