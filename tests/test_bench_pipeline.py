@@ -48,8 +48,8 @@ def test_batches_and_stacked_data_match_the_data_module(tmp_path, fashion_dir):
 
     dm, _, _ = build(cfg)
     dm.setup()
-    for ds in (dm.train_dataset, dm.val_dataset):
-        x, y = pipeline.stack(ds)  # the fast path: the whole split through its transform
+    for split, ds in (("train", dm.train_dataset), ("val", dm.val_dataset)):
+        x, y = pipeline.stack(dm, split)  # the resident tensors, normalised at once
         xs, ys = zip(*DataLoader(ds, batch_size=64))    # the reader one image at a time
         assert torch.allclose(x, torch.cat(xs), atol=1e-6) and torch.equal(y, torch.cat(ys))
         assert x.shape[1:] == (1, 32, 32)

@@ -26,7 +26,6 @@ import warnings
 import lightning as L
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader
 
 from actlab.bench.common import summary, write_results
 from actlab.report.tables import DASH, fmt_num, to_markdown
@@ -90,21 +89,15 @@ def base_overrides(model: str, subset, eval_subset, device: str, args, results_d
     return out + ([f"dataset.data_dir={args.data_dir}"] if args.data_dir else [])
 
 
-def stack(dataset) -> tuple[torch.Tensor, torch.Tensor]:
-    """(images, labels) of a dataset as two CPU tensors. Fast path for a TransformedSubset over a
-    torchvision reader with a `.data` tensor: its own transform on the whole batch, checked on example 0."""
-    from torchvision import tv_tensors
+def stack(dm, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(normalised float images, labels) of a split as two CPU tensors: the data module's resident uint8
+    tensors through the same normalisation as its batches (actlab.data.resident)."""
+    from actlab.data.resident import normalise
 
-    base, idx = getattr(dataset, "base", None), getattr(dataset, "indices", None)
-    data = getattr(base, "data", None)
-    if isinstance(data, torch.Tensor) and idx is not None and data.ndim == 3 and len(idx):
-        x = dataset.transform(tv_tensors.Image(data[idx].unsqueeze(1))).as_subclass(torch.Tensor)
-        y = torch.as_tensor(base.targets)[idx].long()
-        x0, y0 = dataset[0]
-        if torch.allclose(x[0], torch.as_tensor(x0), atol=1e-5) and int(y[0]) == int(y0):
-            return x.contiguous(), y
-    xs, ys = zip(*DataLoader(dataset, batch_size=1024))
-    return torch.cat(xs), torch.cat([torch.as_tensor(v) for v in ys]).long()
+    images, labels = dm.tensors(split)
+    shape = (1, -1, 1, 1)
+    mean, std = torch.tensor(dm.mean).view(shape), torch.tensor(dm.std).view(shape)
+    return normalise(images, mean, std), labels
 
 
 def n_batches(n: int, batch_size: int) -> int:
@@ -193,7 +186,7 @@ def bench_model(model: str, variants: list[str], args, device: torch.device, res
 
         dm, _, _ = build(cfgs["bare"])
         dm.setup()
-        (x, y), (xv, yv) = stack(dm.train_dataset), stack(dm.val_dataset)
+        (x, y), (xv, yv) = stack(dm, "train"), stack(dm, "val")
         data = {"x": x, "y": y, "xv": xv, "yv": yv}
     calls = {name: (lambda c=c: bare_epoch(c, data, device, sync)) if name == "bare" else (lambda c=c: actlab_epoch(c))
              for name, c in cfgs.items()}
