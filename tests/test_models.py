@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+from actlab.models.cnn import CNN
 from actlab.models.mlp import MLP
 from actlab.models.resnet import ResNet, resnet18, resnet_small
 from actlab.models.vit import ViT
@@ -38,6 +39,7 @@ MODELS = {
     "vit_mean": (lambda **kw: ViT(**kw, dim=32, depth=3, heads=2), 3, "blocks.2.mlp.act"),
     "vit_cls": (lambda **kw: ViT(**kw, dim=32, depth=2, heads=2, pool="cls"), 2, "blocks.1.mlp.act"),
     "mlp": (lambda **kw: MLP(**kw, depth=6, width=8), 6, "hidden.5.act"),
+    "cnn": (lambda **kw: CNN(**kw, width=4, hidden=8), 3, "stage2.act"),  # 2 conv stages + 1 dense
     "mlp_batch": (lambda **kw: MLP(**kw, depth=4, width=8, norm="batch"), 4, "hidden.3.act"),
     "mlp_layer": (lambda **kw: MLP(**kw, depth=4, width=8, norm="layer"), 4, "hidden.0.act"),
 }
@@ -148,6 +150,12 @@ def test_wrn_param_count():
         )
 
 
+def test_cnn_param_count():
+    # 28x28x1, width 16, hidden 128: conv 1*16*9 + BN 2*16 = 176; conv 16*32*9 + BN 2*32 = 4,672;
+    # fc (32 channels * 7 * 7) * 128 + 128 = 200,832; head 128*10 + 10 = 1,290; total 206,970
+    assert n_params(CNN(num_classes=10, in_channels=1, image_size=28, width=16, hidden=128)) == 206_970
+
+
 def test_vit_and_mlp_param_count():
     # ViT (patch 4, dim 192, depth 6, heads 3, mlp 384) on 32x32x3, 10 classes, cls pooling:
     #   patch conv 3*16*192 + 192 = 9,408; cls 192; pos (64+1)*192 = 12,480
@@ -187,6 +195,9 @@ BASE = dict(num_classes=10, in_channels=3, image_size=32)
         (ViT, dict(mlp_ratio=0.0), "model.mlp_ratio"),
         (ViT, dict(pool="max"), "model.pool"),
         (MLP, dict(depth=0), "model.depth"),
+        (CNN, dict(width=0), "model.width"),
+        (CNN, dict(hidden=0), "model.hidden"),
+        (CNN, dict(image_size=3), "model.image_size must be >= 4"),
         (MLP, dict(width=0), "model.width"),
         (MLP, dict(norm="group"), "model.norm must be one of none|batch|layer"),
         (MLP, dict(image_size=0), "model.image_size"),

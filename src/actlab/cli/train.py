@@ -20,7 +20,8 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from actlab.run import distributed, records, runid
+from actlab.callbacks.epoch_line import EpochLine
+from actlab.run import console, distributed, records, runid
 from actlab.run.build import CONF_DIR, unwrap
 from actlab.run.interrupt import RunInterrupted
 from actlab.run.runner import RunSkipped, is_user_error, run
@@ -46,15 +47,26 @@ EXIT_LOCKED = 75
 @hydra.main(config_path=CONF_DIR, config_name="train", version_base="1.3")
 def _hydra_main(cfg: DictConfig) -> JobResult:
     multirun = _is_multirun()
+    console.install()
+    progress = console.line_per_epoch(sys.stdout.isatty(), multirun)
+    if progress != "bar":  # not part of the run identity
+        cfg.trainer.enable_progress_bar = False
     rid = "?"
     try:
         rid = runid.run_id(cfg)
-        rec = run(cfg, overrides=_overrides())
+        rec = run(cfg, callbacks=[EpochLine()] if progress == "lines" else (), overrides=_overrides())
     except RunSkipped as e:
         print(f"actlab-train: {'locked' if e.reason == 'locked' else 'skipped'}: {e}", file=sys.stderr)
         if e.reason == "locked" and not multirun:
             sys.exit(EXIT_LOCKED)
-        return JobResult(None, rid, "locked" if e.reason == "locked" else "skipped", str(e))
+        if e.reason == "locked":
+            return JobResult(None, rid, "locked", str(e))
+        # a completed run still answers a sweeper with its recorded objective (Optuna must not see NaN)
+        done = records.read(Path(cfg.paths.runs_dir) / rid) or {}
+        try:
+            return JobResult(objective_value(cfg, done), rid, "skipped", str(e))
+        except ValueError as bad:
+            return _bad_objective(bad, rid, multirun)
     except RunInterrupted as e:  # the record says interrupted; a relaunch resumes
         print(f"actlab-train: {rid}: {e}", file=sys.stderr)
         if not multirun:
@@ -73,10 +85,33 @@ def _hydra_main(cfg: DictConfig) -> JobResult:
         sys.exit(1)
     metrics = rec.get("metrics", {})
     main = rec.get("main_metric") or "test/loss"
-    if distributed.rank() == 0:  # rank 0 reports the run (ranks > 0 hold no final metrics)
+    if distributed.rank() == 0 and not multirun:  # rank 0 reports the run; a sweep prints a line per job
         print(f"actlab-train: {rec['run_id']} {main}={metrics.get(main, float('nan')):.4f} "
               f"record: {Path(cfg.paths.runs_dir) / rec['run_id'] / records.RECORD}")
-    return JobResult(metrics.get(main), rec["run_id"], "completed")
+    try:
+        return JobResult(objective_value(cfg, rec), rec["run_id"], "completed")
+    except ValueError as bad:
+        return _bad_objective(bad, rec["run_id"], multirun)
+
+
+def _bad_objective(err: ValueError, rid: str, multirun: bool) -> JobResult:
+    """A misnamed objective fails the sweep's job (its run itself is complete); a single run ignores it."""
+    if not multirun:
+        return JobResult(None, rid, "completed")
+    print(f"actlab-train: error: {err}", file=sys.stderr)
+    return JobResult(None, rid, "failed", f"ValueError: {err}")
+
+
+def objective_value(cfg: DictConfig, record: dict) -> float | None:
+    """The number a sweeper optimises: the record's `objective` metric (config key; null: the main metric).
+    A missing metric is a config error, said in one line (a sweeper would otherwise optimise NaN)."""
+    name = cfg.get("objective") or record.get("main_metric") or "test/loss"
+    metrics = record.get("metrics") or {}
+    if record and name not in metrics:
+        raise ValueError(f"objective={name} is not among the run's metrics ({', '.join(sorted(metrics)) or 'none'}); "
+                         "set objective= to one of them")
+    value = metrics.get(name)
+    return float(value) if value is not None else None
 
 
 def _overrides() -> list[str]:

@@ -14,7 +14,7 @@ import json
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 # Top-level keys that never change results.
-NOT_IDENTITY = {"paths", "force", "resume", "run_id", "logger", "tags", "hydra"}
+NOT_IDENTITY = {"paths", "force", "resume", "run_id", "logger", "tags", "hydra", "objective"}
 # Nested keys that never change results.
 NOT_IDENTITY_NESTED = {
     "trainer": {"enable_progress_bar", "log_every_n_steps", "enable_model_summary"},
