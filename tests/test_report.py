@@ -372,3 +372,42 @@ def test_bench_summarize_small(tmp_path):
 def test_fractions_are_shown_in_percent_and_losses_as_they_are(metric, scale, higher):
     # GLUE's per-task score is a mean of [0, 1] metrics, so it is a percentage like them.
     assert summ.scale_of(metric) == scale and summ.higher_is_better(metric) is higher
+
+
+# --- figures worth looking at (issue 17) ---------------------------------------------------------------
+def test_view_range_holds_the_central_share_and_zero():
+    edges = np.linspace(-10, 10, 201)  # 0.1 wide bins
+    share = np.zeros(200)
+    share[100:110] = 10.0  # all mass in [0, 1)
+    assert figures.view_range(edges, share, cover=99.5) == pytest.approx((0.0, 1.0))
+    share[150] = 0.1  # a tail bin at [5, 5.1) with 0.1 % of the mass: inside the 99.5 % only when it must be
+    lo, hi = figures.view_range(edges, share, cover=99.5)
+    assert lo == pytest.approx(0.0) and hi == pytest.approx(1.0)
+    lo, hi = figures.view_range(edges, share, cover=99.99)
+    assert hi == pytest.approx(5.1)
+
+
+def test_fig1b_draws_the_helu_run_with_the_largest_margin(tmp_path):
+    r = tmp_path / "runs"
+    write_run(r, "cifar10", "relu", None, 0, 0.9, hist=True)
+    small = write_run(r, "cifar10", "helu", 0.05, 0, 0.9, hist=True)
+    big = write_run(r, "cifar10", "helu", 0.5, 0, 0.9, hist=True)
+    write_run(r, "cifar10", "helu", 1.0, 0, None, status="failed", hist=True)  # not finished: not drawn
+    df = load_frame(r)
+    assert figures._pick_hist_run(df, None)["run_id"] == big
+    assert figures._pick_hist_run(df, small)["run_id"] == small  # --run-id still chooses
+
+
+def test_acc_vs_margin_marks_only_holm_significant_differences(tmp_path):
+    r = tmp_path / "runs"
+    base = [0.80, 0.81, 0.79, 0.80, 0.82, 0.78]
+    for seed, acc in enumerate(base):
+        write_run(r, "cifar10", "relu", None, seed, acc)
+        write_run(r, "cifar10", "helu", 0.5, seed, acc + 0.05 + 0.001 * seed)  # clearly higher, paired
+        write_run(r, "cifar10", "helu", 0.05, seed, acc + (0.01 if seed % 2 else -0.01))  # no difference
+    sig = figures.significance(load_frame(r), "test/acc")
+    assert sig[("cifar10", "helu", 0.5)] < 0.05 <= sig[("cifar10", "helu", 0.05)]
+    # the paired t-test by hand for HeLU 0.5, Holm with m = 2: the smaller p is doubled
+    d = np.array([0.05 + 0.001 * s for s in range(6)])
+    p = 2 * stats.t.sf(d.mean() / (d.std(ddof=1) / np.sqrt(6)), 5)
+    assert sig[("cifar10", "helu", 0.5)] == pytest.approx(min(1.0, 2 * p), rel=1e-6)

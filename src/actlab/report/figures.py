@@ -117,9 +117,21 @@ def _pick_hist_run(df: pd.DataFrame, run_id: str | None) -> pd.Series:
         cand = cand[cand["run_id"] == run_id]
     if cand.empty:
         raise Skip(f"no preact_hist.json found{' for run ' + run_id if run_id else ''}")
-    # Prefer a finished HeLU run (the paper's Fig. 1b is a trained HeLU network), then any finished run.
-    order = (cand["status"] != "completed").astype(int) * 2 + (cand["activation"] != "helu").astype(int)
-    return cand.loc[order.sort_values(kind="stable").index[0]]
+    # A finished HeLU run with the largest margin (the band to see), then any finished run: the paper's
+    # Fig. 1b is a trained HeLU network.
+    margin = pd.to_numeric(cand.get("margin", pd.Series(np.nan, cand.index)), errors="coerce").fillna(-1.0)
+    cand = cand.assign(_done=(cand["status"] != "completed").astype(int), _helu=(cand["activation"] != "helu").astype(int),
+                       _m=-margin)
+    return cand.sort_values(["_done", "_helu", "_m", "run_id"], kind="stable").iloc[0]
+
+
+def view_range(edges: np.ndarray, share: np.ndarray, cover: float = 99.5) -> tuple[float, float]:
+    """The central x-range holding `cover` % of the histogram (whole bins), widened to include 0."""
+    cum = np.cumsum(share) / max(share.sum(), 1e-300) * 100
+    tail = (100 - cover) / 2
+    lo = edges[int(np.searchsorted(cum, tail, side="left"))]
+    hi = edges[min(int(np.searchsorted(cum, 100 - tail, side="left")) + 1, len(edges) - 1)]
+    return min(lo, 0.0), max(hi, 0.0)
 
 
 def fig_preact_hist(df: pd.DataFrame, out: Path, run_id: str | None = None) -> list[Path]:
@@ -134,6 +146,8 @@ def fig_preact_hist(df: pd.DataFrame, out: Path, run_id: str | None = None) -> l
     # density, and would dwarf the rest; they are reported in the legend instead of drawn.
     tails = share[0] + share[-1]
     share[0] = share[-1] = 0.0
+    lo, hi = view_range(edges, share)
+    shown = share[(edges[:-1] >= lo) & (edges[1:] <= hi)].sum()
     fig, ax = plt.subplots(figsize=(4.6, 2.9), layout="constrained")
     ax.stairs(share, edges, fill=True, color=style.color_for("relu"), alpha=0.75, label="pre-activations")
     if not is_nan(margin) and margin and margin > 0:
@@ -142,9 +156,10 @@ def fig_preact_hist(df: pd.DataFrame, out: Path, run_id: str | None = None) -> l
         ax.stairs(np.where(in_band, share, 0), edges, fill=True, color=style.color_for("helu"),
                   label=f"band (−{margin:g}, 0]: {share[in_band].sum():.1f}% of all")
         ax.axvspan(-margin, 0, color=style.color_for("helu"), alpha=0.12, lw=0)
+    ax.plot([], [], " ", label=f"drawn range [{lo:.3g}, {hi:.3g}]: {shown:.1f}% of all")
     if tails > 0:
-        ax.plot([], [], " ", label=f"outside [{edges[0]:g}, {edges[-1]:g}]: {tails:.1f}% (not drawn)")
-    ax.set(xlabel="pre-activation z", ylabel="% of pre-activations per bin", xlim=(edges[0], edges[-1]))
+        ax.plot([], [], " ", label=f"outside the histogram [{edges[0]:g}, {edges[-1]:g}]: {tails:.1f}%")
+    ax.set(xlabel="pre-activation z", ylabel="% of pre-activations per bin", xlim=(lo, hi))
     ax.set_title(f"{run['dataset']}, {style.label_for(run['activation'], margin)}, all layers")
     fig.text(1.0, 0.0, str(run["run_id"]), fontsize=6, color="0.5", ha="right", va="top")
     ax.legend(loc="upper left")  # the tails are low, the peak sits at 0
@@ -172,6 +187,7 @@ def fig_acc_vs_margin(df: pd.DataFrame, out: Path, metric: str = "test/acc") -> 
     if not done.loc[(done["activation"] == "helu") & done["margin"].notna(), "dataset"].notna().any():
         raise Skip(f"no completed HeLU run with {metric}")
     summary = summarize(done, ("dataset", "activation", "margin"), [metric], baseline=None)
+    sig = significance(done, metric)
     s, panel_keys = summary.stats, [k for k in summary.by if not is_activation_key(k)]
     scale = scale_of(metric)  # accuracies and rates in %, ranks and norms as they are
     helu_rows = s[(s["activation"] == "helu") & s["margin"].notna() & s["dataset"].notna()]
@@ -186,19 +202,41 @@ def fig_acc_vs_margin(df: pd.DataFrame, out: Path, metric: str = "test/acc") -> 
         x = helu["margin"].to_numpy(float)
         ax.errorbar(x, m, yerr=err, color=style.color_for("helu"), marker="o", ms=4, capsize=3,
                     label="HeLU (95% CI)")
+        for xi, top in zip(x, np.where(np.isfinite(hi), hi, m)):
+            if sig.get((panel[0], "helu", _mkey(xi)), 1.0) < 0.05:
+                ax.annotate("*", (xi, top), ha="center", va="bottom", fontsize=12, color=style.color_for("helu"))
         for _, r in g[g["activation"] != "helu"].iterrows():
             c = style.color_for(r["activation"])
-            ax.axhline(r[f"{metric}:mean"] * scale, color=c, lw=1.2, ls="--", label=style.label_for(r["activation"]))
+            star = " *" if sig.get((panel[0], r["activation"], _mkey(r["margin"])), 1.0) < 0.05 else ""
+            ax.axhline(r[f"{metric}:mean"] * scale, color=c, lw=1.2, ls="--",
+                       label=style.label_for(r["activation"]) + star)
             if not is_nan(r[f"{metric}:ci_low"]):
                 ax.axhspan(r[f"{metric}:ci_low"] * scale, r[f"{metric}:ci_high"] * scale, color=c, alpha=0.12, lw=0)
         if len(x) and x.min() > 0 and x.max() / x.min() >= 10:
             ax.set_xscale("log")
         title = ", ".join([str(panel[0])] + [f"{k}={fmt_key(v)}" for k, v in zip(panel_keys[1:], panel[1:])])
         ax.set(title=title, xlabel="margin α", ylabel=f"{metric} (%)" if scale == 100 else metric)
-    fig.suptitle("HeLU: mean over seeds, 95% CI (Student t)\n(dashed: other activations, band: their CI)",
+    fig.suptitle("HeLU: mean over seeds, 95% CI (Student t); * differs from ReLU, Holm-adjusted p < 0.05\n"
+                 "(dashed: other activations, band: their CI)",
                  fontsize=9, x=0.02, ha="left")
     _legend(fig, axes)
     return style.save(fig, out, "acc_vs_margin")
+
+
+def _mkey(margin) -> float | None:
+    return None if is_nan(margin) else round(float(margin), 9)
+
+
+def significance(done: pd.DataFrame, metric: str) -> dict[tuple, float]:
+    """{(dataset, activation, margin): Holm-adjusted p vs ReLU} over every comparison the figure shows
+    (actlab.report.comparisons: paired by seed where both ran the same seeds, else Welch)."""
+    from actlab.report.comparisons import comparisons
+
+    if not (done["activation"] == "relu").any():
+        return {}
+    found, _ = comparisons(done, summarize(done, ("dataset", "activation", "margin"), [metric], baseline="relu"),
+                           metric)
+    return {(c.dataset, c.keys.get("activation"), _mkey(c.keys.get("margin"))): c.p_holm for c in found}
 
 
 def _legend(fig, axes) -> None:
@@ -206,6 +244,10 @@ def _legend(fig, axes) -> None:
     handles = {lab: h for ax in axes for h, lab in zip(*ax.get_legend_handles_labels())}
     labels = sorted(handles, key=style.legend_key)
     fig.legend([handles[k] for k in labels], labels, loc="outside right upper")
+
+
+# Per-epoch rates drawn by fig_dead_curves: history key -> panel title.
+CURVES = {"dead_fwd": "forward-dead", "dead_grad": "gradient-dead", "dormant_redo@0_025": "dormant (ReDo τ=0.025)"}
 
 
 def dead_long(df: pd.DataFrame) -> pd.DataFrame:
@@ -216,19 +258,21 @@ def dead_long(df: pd.DataFrame) -> pd.DataFrame:
     for _, r in df[df["status"] == "completed"].iterrows():
         for i, h in enumerate(r["dead_history"] or []):
             rows.append({"dataset": r["dataset"], "activation": r["activation"], "margin": r["margin"],
-                         "seed": r["seed"], "epoch": h.get("epoch", i), "dead_fwd": h.get("dead_fwd"),
-                         "dead_grad": h.get("dead_grad")})
+                         "seed": r["seed"], "epoch": h.get("epoch", i),
+                         **{k: h.get(k) for k in CURVES}})
     return pd.DataFrame(rows)
 
 
 def fig_dead_curves(df: pd.DataFrame, out: Path) -> list[Path]:
-    """Forward- and gradient-dead rates over epochs, one line per activation (HeLU: one per margin)."""
+    """Forward-dead, gradient-dead and ReDo-dormant (τ = 0.025) rates over epochs, a point per epoch, one line
+    per activation (HeLU: one per margin); the dormancy panel only where the records have it."""
     long = dead_long(df)
     if long.empty or long[["dead_fwd", "dead_grad"]].isna().all().all():
         raise Skip("no completed run has dead-neuron history (monitor off?)")
+    keys = [k for k in CURVES if long[k].notna().any()]
     datasets = sorted(long["dataset"].dropna().unique())
-    fig, axes = plt.subplots(len(datasets), 2, figsize=(7.6, 2.6 * len(datasets)), layout="constrained",
-                             squeeze=False)
+    fig, axes = plt.subplots(len(datasets), len(keys), figsize=(3.8 * len(keys), 2.6 * len(datasets)),
+                             layout="constrained", squeeze=False)
     helu_margins = sorted(long.loc[long["activation"] == "helu", "margin"].dropna().unique())
     for row, ds in zip(axes, datasets):
         d = long[long["dataset"] == ds]
@@ -236,17 +280,16 @@ def fig_dead_curves(df: pd.DataFrame, out: Path) -> list[Path]:
             k = helu_margins.index(margin) if act == "helu" and margin in helu_margins else None
             ls = "-" if k is None else style.LINESTYLES[k % len(style.LINESTYLES)]
             c = style.color_for(act) if k is None else style.shade(act, k, len(helu_margins))
-            stats = g.groupby("epoch")[["dead_fwd", "dead_grad"]].agg(["mean", "std"])
-            for ax, key in zip(row, ("dead_fwd", "dead_grad")):
+            stats = g.groupby("epoch")[keys].agg(["mean", "std"])
+            for ax, key in zip(row, keys):
                 mean, std = stats[(key, "mean")] * 100, stats[(key, "std")].fillna(0) * 100
                 ax.plot(mean.index, mean, color=c, ls=ls, marker="." if len(mean) <= 30 else None, ms=4,
                         label=style.label_for(act, margin if act == "helu" else None))
                 ax.fill_between(mean.index, mean - std, mean + std, color=c, alpha=0.12, lw=0)
-        row[0].set(title=f"{ds}: forward-dead", xlabel="epoch", ylabel="dead units (%)")
-        row[1].set(title=f"{ds}: gradient-dead", xlabel="epoch", ylabel="dead units (%)")
-        for ax in row:
+        for ax, key in zip(row, keys):
+            ax.set(title=f"{ds}: {CURVES[key]}", xlabel="epoch", ylabel="units (%)")
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    fig.suptitle("Dead units per epoch: mean over seeds, band ± 1 std", fontsize=9)
+    fig.suptitle("Dead and dormant units per epoch: mean over seeds, band ± 1 std", fontsize=9)
     _legend(fig, axes.flat)
     return style.save(fig, out, "dead_curves")
 
