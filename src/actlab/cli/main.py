@@ -5,6 +5,9 @@
     actlab int8 [RUNS_DIR]               # GLUE runs: INT8 minus fp32 dev scores, into their records
     actlab migrate [RUNS_DIR]            # upgrade records of older actlab versions in place (schema 3)
     actlab presets [xor_prelu] [prune_dnr]   # the two mini-experiments' tables and figures
+    actlab status [RUNS_DIR] [--watch [SECONDS]]   # sweeps' progress: counts, epochs, ETA, failures
+    actlab report RUNS_DIR ... --out results/REPORT.md   # the report: tables, comparisons vs ReLU, figures
+    actlab tune [RUNS_DIR] [--metric val/acc]      # an Optuna margin search (experiment=tune_margin): table, figure
     actlab bench activations|monitor|inference|summarize|pipeline   # benchmarks into results/bench/
 
 Each command lives in its own module exposing add_arguments(parser) and run(args) -> exit code;
@@ -23,6 +26,9 @@ COMMANDS = {
     "int8": ("actlab.report.int8", "GLUE runs: dev scores in fp32 and dynamic INT8 on CPU, into their records"),
     "migrate": ("actlab.report.migrate", "upgrade schema-1/2 run records in place to schema 3 (history.jsonl)"),
     "presets": ("actlab.report.presets", "tables and figures of the presets xor_prelu and prune_dnr"),
+    "status": ("actlab.report.status", "where sweeps stand: counts, epochs, ETA, failures, stale runs"),
+    "report": ("actlab.report.document", "results/REPORT.md from run records: tables, comparisons, figures"),
+    "tune": ("actlab.report.tuning", "an Optuna margin search (experiment=tune_margin): its trials as a table and a figure"),
 }
 BENCHMARKS = {
     "activations": ("actlab.bench.activations", "activation op and ResNet-18 step: time and saved memory"),
