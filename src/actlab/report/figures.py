@@ -341,6 +341,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run-id", default=None, help="run whose histogram Fig. 1b shows")
     parser.add_argument("--bench-dir", default="results/bench", help="where bench json files are")
     parser.add_argument("--no-wandb", action="store_true", help="ignore W&B offline runs")
+    parser.add_argument("-q", "--quiet", action="store_true", help="one line for what was written")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -353,6 +354,10 @@ def run(args: argparse.Namespace) -> int:
     written, skipped = make_figures(df, Path(args.out), args.margin, Path(args.bench_dir), args.metric, args.run_id)
     for name, reason in skipped.items():
         console.print(f"[yellow]skipped {name}:[/yellow] {reason}")
+    if getattr(args, "quiet", False):
+        names = sorted({p.stem for p in written})
+        console.print(f"figures: wrote {len(names)} into {args.out} ({', '.join(names)})", soft_wrap=True, markup=False)
+        return 0
     for p in written:
         console.print(f"wrote {p}")
     return 0

@@ -358,7 +358,6 @@ def write_summary(df: pd.DataFrame, out: str | Path, name: str, by=DEFAULT_BY, m
     return paths, md
 
 
-# --- CLI -----------------------------------------------------------------------------------------------
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("runs_dir", nargs="?", default="results/runs", help="run records (default results/runs)")
     parser.add_argument("--by", default=",".join(DEFAULT_BY), help="comma-separated group keys")
@@ -371,6 +370,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="95%% CI of the mean: t (Student t, the default) or bootstrap (BCa, 2,000 resamples)")
     parser.add_argument("--paper", action="store_true", help="also write the paper-vs-ours tables")
     parser.add_argument("--no-wandb", action="store_true", help="ignore W&B offline runs")
+    parser.add_argument("-q", "--quiet", action="store_true", help="print only the files written, in one line")
     parser.add_argument("--wandb-project", default=None, help="read an online W&B project entity/project")
 
 
@@ -391,8 +391,10 @@ def run(args: argparse.Namespace) -> int:
     except KeyError as e:
         console.print(f"[red]{e.args[0]}[/red]")
         return 2
-    console.print(Markdown(md))
+    quiet = getattr(args, "quiet", False)
+    if not quiet:
+        console.print(Markdown(md))
     paths += paper.write_paper_tables(df, args.out, force=args.paper, console=console)
-    for p in paths:
-        console.print(f"wrote {p}")
+    lines = [f"summarize: wrote {' '.join(map(str, paths))}"] if quiet else [f"wrote {p}" for p in paths]
+    console.print("\n".join(lines), soft_wrap=True, markup=False)
     return 0

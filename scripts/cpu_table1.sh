@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# bash scripts/cpu_table1.sh       (about an hour on 2 cores; completed runs are skipped on a rerun)
+# Table 1's design at CPU scale (conf/experiment/cpu_table1.yaml), then its table, figures and report
+# section: results/tables/cpu_table1.*, results/figures/cpu_table1/, results/cpu_table1.md.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+BIN=${BIN:-.venv/bin}
+RUNS=${RUNS:-results/runs/cpu_table1}
+status=0
+"$BIN/actlab-train" -m experiment=cpu_table1 "paths.runs_dir=$RUNS" "$@" || status=1
+"$BIN/actlab" summarize "$RUNS" --by model,activation,margin \
+    --metric test/acc dead_fwd dead_grad dormant_redo@0_025 pd --name cpu_table1 --paper -q || status=1
+"$BIN/actlab" figures "$RUNS" --out results/figures/cpu_table1 -q || status=1
+"$BIN/actlab" report "$RUNS" --out results/cpu_table1.md || status=1
+exit $status
