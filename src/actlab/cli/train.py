@@ -47,7 +47,7 @@ EXIT_LOCKED = 75
 @hydra.main(config_path=CONF_DIR, config_name="train", version_base="1.3")
 def _hydra_main(cfg: DictConfig) -> JobResult:
     multirun = _is_multirun()
-    console.install()
+    console.install(sweep=multirun)
     progress = console.line_per_epoch(sys.stdout.isatty(), multirun)
     if progress != "bar":  # not part of the run identity
         cfg.trainer.enable_progress_bar = False

@@ -16,19 +16,29 @@ _SELF_HANDLED = ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_
 
 
 class ConsoleFilter(logging.Filter):
-    """Pass actlab's records and anyone's errors; drop dependencies' info and warnings (train.log keeps them)."""
+    """Pass actlab's records and anyone's errors; drop dependencies' info and warnings (train.log keeps them).
+    In a sweep also actlab's per-job config notes (`actlab.config`: "ignoring activation.margin=0.1 ..."),
+    which every ReLU job of a margin grid would print."""
+
+    def __init__(self, sweep: bool = False):
+        super().__init__()
+        self.sweep = sweep
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return record.levelno >= logging.ERROR or record.name == "actlab" or record.name.startswith("actlab.")
+        if record.levelno >= logging.ERROR:
+            return True
+        if self.sweep and record.name == "actlab.config" and record.levelno < logging.WARNING:
+            return False
+        return record.name == "actlab" or record.name.startswith("actlab.")
 
 
 def _is_console(handler: logging.Handler) -> bool:
     return isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler)
 
 
-def install() -> None:
+def install(sweep: bool = False) -> None:
     """Route dependency logs and warnings to the file handlers only (call once Hydra has set up logging).
-    Idempotent: a basic launcher runs several jobs in one process."""
+    Idempotent: a basic launcher runs several jobs in one process (Hydra rebuilds the handlers per job)."""
     if os.environ.get("ACTLAB_VERBOSE"):
         return
     for name in _SELF_HANDLED:  # hand their records to the root handlers (console filtered, train.log whole)
@@ -39,8 +49,10 @@ def install() -> None:
         lg.propagate = True
     root = logging.getLogger()
     for h in root.handlers:
-        if _is_console(h) and not any(isinstance(f, ConsoleFilter) for f in h.filters):
-            h.addFilter(ConsoleFilter())
+        if _is_console(h):
+            for f in [f for f in h.filters if isinstance(f, ConsoleFilter)]:
+                h.removeFilter(f)
+            h.addFilter(ConsoleFilter(sweep))
     logging.captureWarnings(True)  # warnings -> logger py.warnings -> train.log, filtered off the console
 
 

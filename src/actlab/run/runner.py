@@ -53,8 +53,8 @@ def run(cfg: DictConfig, callbacks: Sequence[L.Callback] = (), overrides: Sequen
     `callbacks` are added to the trainer's (for scripts and tests; configs cannot reach them);
     `overrides` (the command line's) are kept in the record.
     """
-    for d in runid.normalise(cfg):
-        log.info("ignoring %s", d)
+    for d in runid.normalise(cfg):  # its own logger: a sweep's console leaves these to train.log
+        logging.getLogger("actlab.config").info("ignoring %s", d)
     validate(cfg)
     rid = runid.run_id(cfg)
     run_dir = Path(cfg.paths.runs_dir) / rid
