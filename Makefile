@@ -24,7 +24,19 @@ $(FMNIST):
 	$(SUDO) apt-get update -qq
 	$(SUDO) apt-get install -y -qq dataset-fashion-mnist
 
-test: $(STAMP) $(FMNIST)
+# A one-node SLURM cluster on this machine for tests/test_slurm.py (hydra/launcher=slurm): Debian's slurm-wlm
+# and munge, then scripts/slurm_local_cluster.sh start. Never fails the build: where it cannot start (no root,
+# no apt), it says so and the slurm tests skip, naming the reason.
+.PHONY: slurm
+slurm:
+	@command -v slurmctld >/dev/null && command -v munged >/dev/null || { $(SUDO) apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends slurm-wlm munge; } \
+	  || echo "make slurm: could not install slurm-wlm and munge; the slurm tests will skip"
+	@$(SUDO) bash scripts/slurm_local_cluster.sh start \
+	  || echo "make slurm: the local SLURM cluster did not start (above: why); the slurm tests will skip"
+
+# `slurm` first: tests/test_slurm.py runs real sweeps on the local cluster (they skip, saying why, where it cannot start).
+test: $(STAMP) $(FMNIST) slurm
 	$(OFFLINE) WANDB_MODE=disabled $(BIN)/python -m pytest -n 2 --dist loadfile -q
 
 test-fast: $(STAMP) $(FMNIST)

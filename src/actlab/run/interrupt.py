@@ -1,5 +1,7 @@
-"""Signals during a run: SIGTERM (SLURM preemption and time limits, `kill`) and SIGINT (Ctrl-C) end the
-run as `interrupted` (resumable) and the process with 128 + the signal number, never 0.
+"""Signals during a run: SIGTERM (SLURM preemption and time limits, `scancel`, `kill`), SIGINT (Ctrl-C)
+and SIGUSR2 (SLURM's `--signal=USR2@<s>` warning before a time limit, which submitit asks for) end the
+run as `interrupted` (resumable) and the process with 128 + the signal number, never 0. Under
+hydra/launcher=slurm the job then requeues itself or ends as SLURM says (actlab.run.slurm).
 
 Lightning's own SIGTERM handling raises SIGTERMException, a SystemExit with code 0, at the next batch
 boundary; `during_run` instead raises RunInterrupted at once (Lightning composes it with its handler
@@ -38,8 +40,10 @@ def from_exception(err: BaseException) -> RunInterrupted | None:
 
 @contextlib.contextmanager
 def during_run():
-    """SIGTERM and SIGINT raise RunInterrupted in the main thread for the duration of the block (Lightning
-    turns a KeyboardInterrupt into exit code 1; an exception of ours passes through it)."""
+    """SIGTERM, SIGINT and SIGUSR2 raise RunInterrupted in the main thread for the duration of the block
+    (Lightning turns a KeyboardInterrupt into exit code 1; an exception of ours passes through it). USR2's
+    default action would kill the process without a record; submitit's handler for it would exit from
+    the middle of training, leaving a `failed` record that says SystemExit."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -47,7 +51,8 @@ def during_run():
     def handler(signum, frame):
         raise RunInterrupted(signum)
 
-    old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+    handled = [signal.SIGTERM, signal.SIGINT, *([signal.SIGUSR2] if hasattr(signal, "SIGUSR2") else [])]
+    old = {s: signal.signal(s, handler) for s in handled}
     try:
         yield
     finally:

@@ -51,6 +51,9 @@ def _outcome(job_return: JobReturn) -> dict:
     return {"run_id": "?", "status": "failed", "error": f"{type(err).__name__}: {err}" if err else "no result"}
 
 
+SLURM_JOB_ENV = "ACTLAB_SLURM_JOB"  # set by actlab.run.slurm's launcher inside the jobs it runs
+
+
 class SweepLog(Callback):
     """One JSON line per job of a multirun; a summary and the exit code at its end."""
 
@@ -70,16 +73,22 @@ class SweepLog(Callback):
         if not self.path or distributed.rank() != 0:  # rank 0 speaks for a DDP job
             return
         outcome = _outcome(job_return)
+        if outcome["status"] == "interrupted" and os.environ.get(SLURM_JOB_ENV):
+            return  # a SLURM job requeues or ends: the requeued job, or the launcher (actlab.run.slurm), says which
+        self.append(outcome)
+        if outcome["status"] == "interrupted" and os.getpid() == self.pid:
+            # A signal to the process that runs the sweep (basic launcher) stops the sweep, not just one job.
+            report(Path(self.path))
+            raise SystemExit(outcome.get("exit_code") or 143)
+
+    def append(self, outcome: dict) -> None:
+        """One job's outcome as one line of the log."""
         line = json.dumps(outcome) + "\n"
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)  # concurrent jobs: whole lines
         try:
             os.write(fd, line.encode())
         finally:
             os.close(fd)
-        if outcome["status"] == "interrupted" and os.getpid() == self.pid:
-            # A signal to the process that runs the sweep (basic launcher) stops the sweep, not just one job.
-            report(Path(self.path))
-            raise SystemExit(outcome.get("exit_code") or 143)
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         code = report(Path(self.path)) if self.path else 0
