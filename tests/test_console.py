@@ -88,3 +88,23 @@ def test_a_single_run_prints_one_line_per_epoch_and_the_result_and_logs_the_rest
     assert not [ln for ln in console if any(n in ln for n in NOISE)]
     log = next((tmp_path / "runs").glob("*/train.log")).read_text()
     assert "GPU available" in log and "epoch 2/2" in log  # nothing is lost, it is in the run's log
+
+
+@pytest.mark.slow
+def test_a_sweep_prints_one_numbered_line_per_job_and_its_summary(tmp_path, fashion_dir):
+    out = _train(tmp_path, fashion_dir, "-m", "trainer.max_epochs=1", "activation=relu,helu",
+                 "activation.margin=0,0.05")
+    assert out.returncode == 0, out.stderr[-2000:]
+    console = [ln for ln in (out.stdout + out.stderr).splitlines() if ln.strip()]
+    jobs = [ln for ln in console if ln.startswith("[")]
+    # relu at margins 0 and 0.05 is one run (the margin does not apply): the second is already done
+    assert [ln.split()[0] for ln in jobs] == ["[1/4]", "[2/4]", "[3/4]", "[4/4]"], console
+    assert "fashion_mnist-mlp-relu-s0-" in jobs[0] and "test/acc=" in jobs[0] and jobs[0].endswith(" s)")
+    assert "already done" in jobs[1] and jobs[1].split()[1] == jobs[0].split()[1]
+    assert "-helu-m0-" in jobs[2] and "-helu-m0.05-" in jobs[3]
+    rest = [ln for ln in console if not ln.startswith("[")]
+    assert len(rest) == 1 and rest[0].startswith("sweep: 4 jobs: 3 completed, 1 skipped"), console
+    log = next((tmp_path / "runs" / "_sweeps").glob("*.jsonl")).read_text().splitlines()
+    shown = [json.loads(x) for x in log]
+    assert [o["status"] for o in shown] == ["completed", "skipped", "completed", "completed"]
+    assert all(o["metric"] == "test/acc" and 0 <= o["value"] <= 1 for o in shown)

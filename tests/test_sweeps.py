@@ -185,3 +185,21 @@ def test_a_ddp_run_leaves_no_process_group_or_launch_variables_behind(tmp_path, 
         assert rec["status"] == "completed" and rec["config"]["trainer"]["strategy"] == "ddp"
         assert not dist.is_initialized()
         assert {k: os.environ.get(k) for k in LAUNCH_ENV} == {k: "0" if k == "NODE_RANK" else None for k in LAUNCH_ENV}
+
+
+def test_job_result_is_a_float_only_when_it_has_an_objective():
+    import math
+    import pickle
+
+    from actlab.run.sweep import JobResult
+
+    done = JobResult(0.75, "r1", "completed", shown={"metric": "test/acc", "value": 0.7, "seconds": 3.0})
+    assert float(done) == 0.75 and done > 0.5
+    back = pickle.loads(pickle.dumps(done))  # joblib and submitit pickle results back to the launcher
+    assert float(back) == 0.75 and back.outcome() == done.outcome() == {
+        "run_id": "r1", "status": "completed", "error": None, "metric": "test/acc", "value": 0.7, "seconds": 3.0}
+    failed = JobResult(None, "r2", "failed", "FloatingPointError: diverged")
+    assert math.isnan(failed) and math.isnan(pickle.loads(pickle.dumps(failed)))
+    # Optuna's sweeper calls float(): a failed job must fail the cast (a FAIL trial), never be a NaN value
+    with pytest.raises(TypeError, match="r2: failed, no objective"):
+        float(failed)

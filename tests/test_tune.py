@@ -91,7 +91,8 @@ def test_relaunch_skips_completed_trials_and_optuna_still_gets_their_values(sear
     # A NaN objective would crash Optuna's sweeper (study.tell raises): exit 0 says every trial had a value.
     assert again.returncode == 0, again.stderr[-3000:]
     assert "0 completed, 4 skipped" in again.stderr
-    assert again.stderr.count("actlab-train: skipped:") == 4
+    assert again.stdout.count(" already done val/acc=") == 0  # the job line shows the main metric (test/acc)
+    assert again.stdout.count(" already done test/acc=") == 4
     assert {p.parent.name: p.stat().st_mtime_ns for p in runs.glob("*/record.json")} == mtimes
     assert {rid: r["timings"] for rid, r in _records(runs).items()} == {rid: r["timings"] for rid, r in recs.items()}
     assert yaml.safe_load((runs / tuning.OPTUNA_RESULTS).read_text()) == best  # same trials, same values

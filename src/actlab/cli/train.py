@@ -25,7 +25,7 @@ from actlab.run import console, distributed, records, runid
 from actlab.run.build import CONF_DIR, unwrap
 from actlab.run.interrupt import RunInterrupted
 from actlab.run.runner import RunSkipped, is_user_error, run
-from actlab.run.sweep import JobResult
+from actlab.run.sweep import JobResult, objective_value, shown
 
 log = logging.getLogger("actlab")
 
@@ -56,7 +56,8 @@ def _hydra_main(cfg: DictConfig) -> JobResult:
         rid = runid.run_id(cfg)
         rec = run(cfg, callbacks=[EpochLine()] if progress == "lines" else (), overrides=_overrides())
     except RunSkipped as e:
-        print(f"actlab-train: {'locked' if e.reason == 'locked' else 'skipped'}: {e}", file=sys.stderr)
+        if not multirun:  # a sweep's job line says it
+            print(f"actlab-train: {'locked' if e.reason == 'locked' else 'skipped'}: {e}", file=sys.stderr)
         if e.reason == "locked" and not multirun:
             sys.exit(EXIT_LOCKED)
         if e.reason == "locked":
@@ -64,7 +65,7 @@ def _hydra_main(cfg: DictConfig) -> JobResult:
         # a completed run still answers a sweeper with its recorded objective (Optuna must not see NaN)
         done = records.read(Path(cfg.paths.runs_dir) / rid) or {}
         try:
-            return JobResult(objective_value(cfg, done), rid, "skipped", str(e))
+            return JobResult(objective_value(cfg, done), rid, "skipped", str(e), shown=shown(done))
         except ValueError as bad:
             return _bad_objective(bad, rid, multirun)
     except RunInterrupted as e:  # the record says interrupted; a relaunch resumes
@@ -89,7 +90,7 @@ def _hydra_main(cfg: DictConfig) -> JobResult:
         print(f"actlab-train: {rec['run_id']} {main}={metrics.get(main, float('nan')):.4f} "
               f"record: {Path(cfg.paths.runs_dir) / rec['run_id'] / records.RECORD}")
     try:
-        return JobResult(objective_value(cfg, rec), rec["run_id"], "completed")
+        return JobResult(objective_value(cfg, rec), rec["run_id"], "completed", shown=shown(rec))
     except ValueError as bad:
         return _bad_objective(bad, rec["run_id"], multirun)
 
@@ -100,18 +101,6 @@ def _bad_objective(err: ValueError, rid: str, multirun: bool) -> JobResult:
         return JobResult(None, rid, "completed")
     print(f"actlab-train: error: {err}", file=sys.stderr)
     return JobResult(None, rid, "failed", f"ValueError: {err}")
-
-
-def objective_value(cfg: DictConfig, record: dict) -> float | None:
-    """The number a sweeper optimises: the record's `objective` metric (config key; null: the main metric).
-    A missing metric is a config error, said in one line (a sweeper would otherwise optimise NaN)."""
-    name = cfg.get("objective") or record.get("main_metric") or "test/loss"
-    metrics = record.get("metrics") or {}
-    if record and name not in metrics:
-        raise ValueError(f"objective={name} is not among the run's metrics ({', '.join(sorted(metrics)) or 'none'}); "
-                         "set objective= to one of them")
-    value = metrics.get(name)
-    return float(value) if value is not None else None
 
 
 def _overrides() -> list[str]:

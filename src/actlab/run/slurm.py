@@ -113,7 +113,7 @@ class SlurmLauncher(submitit_launcher.SlurmLauncher):
 
     def _ended_without_result(self, job, overrides: list[str], state: str, error: str | None) -> JobReturn:
         from actlab.run import records, runid
-        from actlab.run.sweep import JobResult, SweepLog
+        from actlab.run.sweep import JobResult, SweepLog, objective_value, shown
 
         runid.register_resolver()
         cfg = self.hydra_context.config_loader.load_sweep_config(self.config, overrides)
@@ -128,7 +128,7 @@ class SlurmLauncher(submitit_launcher.SlurmLauncher):
         if said == "interrupted":
             result = JobResult(None, rid, "interrupted", why, exit_code=128 + signal.SIGTERM)
         elif said == "completed":
-            result = JobResult(rec.get("metrics", {}).get(rec.get("main_metric") or ""), rid, "completed")
+            result = JobResult(objective_value(cfg, rec), rid, "completed", shown=shown(rec))
         else:
             result = JobResult(None, rid, "failed", why)
         for cb in getattr(self.hydra_context.callbacks, "callbacks", []):

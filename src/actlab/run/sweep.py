@@ -23,25 +23,54 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from actlab.run import distributed
+from actlab.run import distributed, sweep_console
 
 
 class JobResult(float):
-    """The job's objective (NaN when there is none) with the outcome the sweep log keeps."""
+    """The job's objective (NaN when there is none) with the outcome the sweep log keeps; `shown`: what the
+    job's console line shows ({"metric", "value", "seconds"})."""
 
     def __new__(cls, value: float | None, run_id: str, status: str, error: str | None = None,
-                exit_code: int | None = None):
+                exit_code: int | None = None, shown: dict | None = None):
         obj = super().__new__(cls, math.nan if value is None else value)
         obj.run_id, obj.status, obj.error, obj.exit_code = run_id, status, error, exit_code
+        obj.shown = dict(shown or {})
         return obj
 
     def __reduce__(self):  # keep the outcome when a launcher pickles the result back (joblib, submitit)
-        value = None if math.isnan(self) else float(self)
-        return (JobResult, (value, self.run_id, self.status, self.error, self.exit_code))
+        value = None if math.isnan(self) else float.__float__(self)
+        return (JobResult, (value, self.run_id, self.status, self.error, self.exit_code, self.shown))
+
+    def __float__(self) -> float:
+        # Optuna's sweeper casts with float(): a job without an objective must fail the cast (Optuna records a
+        # FAIL trial and goes on) rather than give NaN (study.tell raises and ends the whole search).
+        if math.isnan(self):
+            raise TypeError(f"{self.run_id}: {self.status}, no objective")
+        return float.__float__(self)
 
     def outcome(self) -> dict:
         out = {"run_id": self.run_id, "status": self.status, "error": self.error}
-        return out | ({"exit_code": self.exit_code} if self.exit_code is not None else {})
+        out |= {"exit_code": self.exit_code} if self.exit_code is not None else {}
+        return out | self.shown
+
+
+def objective_value(cfg: DictConfig, record: dict) -> float | None:
+    """The number a sweeper optimises: the record's `objective` metric (config key; null: the main metric).
+    A missing metric is a config error, said in one line (a sweeper would otherwise optimise NaN)."""
+    name = cfg.get("objective") or record.get("main_metric") or "test/loss"
+    metrics = record.get("metrics") or {}
+    if record and name not in metrics:
+        raise ValueError(f"objective={name} is not among the run's metrics ({', '.join(sorted(metrics)) or 'none'}); "
+                         "set objective= to one of them")
+    value = metrics.get(name)
+    return float(value) if value is not None else None
+
+
+def shown(record: dict) -> dict:
+    """What a job's console line shows of its record: the main metric and the wall time."""
+    main = record.get("main_metric") or "test/loss"
+    value = (record.get("metrics") or {}).get(main)
+    return {"metric": main, "value": value, "seconds": (record.get("timings") or {}).get("wall_s")}
 
 
 def _outcome(job_return: JobReturn) -> dict:
@@ -60,9 +89,11 @@ class SweepLog(Callback):
     def __init__(self) -> None:
         self.path: str | None = None
         self.pid: int | None = None  # the launching process
+        self.total: int | None = None  # jobs in the sweep, where the sweeper says upfront
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         self.pid = os.getpid()
+        self.total = sweep_console.job_count(config)
         folder = Path(config.paths.runs_dir) / "_sweeps"
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"{datetime.now():%Y%m%d-%H%M%S}-{os.getpid()}.jsonl"
@@ -82,13 +113,10 @@ class SweepLog(Callback):
             raise SystemExit(outcome.get("exit_code") or 143)
 
     def append(self, outcome: dict) -> None:
-        """One job's outcome as one line of the log."""
-        line = json.dumps(outcome) + "\n"
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)  # concurrent jobs: whole lines
-        try:
-            os.write(fd, line.encode())
-        finally:
-            os.close(fd)
+        """One job's outcome as one line of the log (concurrent jobs: whole lines), and its console line,
+        numbered by its place in the log: `[7/21] <run_id> test/acc=0.7612 (38 s)`."""
+        index = sweep_console.append(self.path, json.dumps(outcome))
+        print(sweep_console.job_line(index, self.total, outcome), flush=True)
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         code = report(Path(self.path)) if self.path else 0
