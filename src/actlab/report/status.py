@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import socket
 import statistics
 import time
@@ -385,6 +386,7 @@ def run(args: argparse.Namespace) -> int:
     if args.watch <= 0:
         console.print(f"actlab status: --watch {args.watch:g}: give a positive number of seconds", markup=False)
         return 1
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C ends it even if started with SIGINT ignored
     try:
         if not console.is_terminal:  # a pipe or a job log: one block per refresh (Live would print only the last)
             while True:

@@ -281,12 +281,13 @@ def run(args: argparse.Namespace) -> int:
     console = Console()
     runs_dir = Path(args.runs_dir)
     if not runs_dir.is_dir():
-        console.print(f"[red]actlab tune: {runs_dir} is not a folder; pass the search's paths.runs_dir[/red]")
+        console.print(f"[red]actlab tune: {runs_dir} is not a folder; pass the search's paths.runs_dir[/red]",
+                      soft_wrap=True)
         return 2
     df = load_frame(runs_dir, wandb=False)
     if df.empty:
         console.print(f"[red]actlab tune: no run records under {runs_dir}; run actlab-train -m "
-                      "experiment=tune_margin first[/red]")
+                      "experiment=tune_margin first[/red]", soft_wrap=True)
         return 1
     try:
         paths, md, _ = write_tuning(df, runs_dir, Path(args.tables), Path(args.figures), args.name, args.metric,
