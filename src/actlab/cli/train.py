@@ -76,7 +76,8 @@ def _hydra_main(cfg: DictConfig) -> JobResult:
     except Exception as e:  # the record already says failed, with the error
         err = unwrap(e)
         if is_user_error(err):
-            print(f"actlab-train: error: {_one_line(err)}", file=sys.stderr)
+            if not multirun:  # a sweep's job line says it
+                print(f"actlab-train: error: {_one_line(err)}", file=sys.stderr)
         elif multirun:  # crash isolation: keep the traceback in the log, let the sweep go on
             log.exception("run %s failed", rid)
         else:

@@ -262,7 +262,11 @@ def run(args: argparse.Namespace) -> int:
         return 1
     for s in sections:
         print(f"{s.runs_dir}: {s.n_records} records, {s.n_counted} counted, {s.n_excluded} not counted")
-        for line in s.sentences:
+        tested = [line for line in s.sentences if "p = " in line]  # the console: tests; REPORT.md: every sentence
+        for line in tested:
             print(f"  - {line}")
+        if len(tested) < len(s.sentences):
+            print(f"  ({len(s.sentences) - len(tested)} comparison(s) without a test (n < 2 or identical runs): "
+                  f"see {args.out})")
     print(f"wrote {args.out}")
     return 0

@@ -131,12 +131,25 @@ def outcomes(path: Path) -> list[dict]:
 STATUSES = ("completed", "skipped", "locked", "interrupted", "failed")
 
 
+def _settle_locked(rows: list[dict], runs_dir: Path) -> list[dict]:
+    """A job that found its run locked by a job of this same sweep (a duplicate grid point, launched while
+    the first was training) counts as skipped once that run completed; still locked otherwise."""
+    from actlab.run import records
+
+    def settled(r: dict) -> dict:
+        if r["status"] == "locked" and (records.read(runs_dir / r["run_id"]) or {}).get("status") == "completed":
+            return {**r, "status": "skipped"}
+        return r
+
+    return [settled(r) for r in rows]
+
+
 def report(path: Path) -> int:
     """Print the sweep's outcome and return its exit code: 1 if any job failed (or none reported), else
     128 + N if one was stopped by signal N, else 75 if another live run holds some of its runs, else 0."""
     from rich.console import Console
 
-    rows = outcomes(path)
+    rows = _settle_locked(outcomes(path), Path(path).parent.parent)
     console = Console(stderr=True)
     counts = {s: sum(r["status"] == s for r in rows) for s in STATUSES}
     console.print(f"sweep: {len(rows)} jobs: {counts['completed']} completed, {counts['skipped']} skipped "
@@ -145,7 +158,8 @@ def report(path: Path) -> int:
                   soft_wrap=True, markup=False)
     bad = [r for r in rows if r["status"] in ("failed", "interrupted")]
     if bad:  # plain lines, not a table: run ids must survive narrow terminals and grep
-        console.print("failed or interrupted runs (their records say why; relaunch the sweep to retry or resume):")
+        console.print("failed or interrupted runs (their records say why; relaunch the sweep to retry or resume):",
+                      soft_wrap=True)
         for r in bad:
             console.print(f"  {r['run_id']}: {(r['error'] or '')[:200]}", soft_wrap=True, markup=False)
     if counts["failed"] or not rows:
