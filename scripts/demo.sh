@@ -13,7 +13,7 @@ RUNS=${RUNS:-results/runs/demo}
 LOG=${RUNS}/demo_tables.log   # what summarize and figures print (their errors still reach the console)
 status=0
 "$BIN/actlab-train" -m experiment=demo_activations "paths.runs_dir=$RUNS/activations" || status=1
-"$BIN/actlab-train" -m experiment=demo_margins activation=relu,gelu "paths.runs_dir=$RUNS/margins" || status=1
+"$BIN/actlab-train" -m experiment=demo_margins activation=relu,gelu activation.margin=0 "paths.runs_dir=$RUNS/margins" || status=1
 "$BIN/actlab-train" -m experiment=demo_margins activation=helu "paths.runs_dir=$RUNS/margins" || status=1
 
 {

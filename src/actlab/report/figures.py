@@ -216,8 +216,8 @@ def fig_acc_vs_margin(df: pd.DataFrame, out: Path, metric: str = "test/acc") -> 
             ax.set_xscale("log")
         title = ", ".join([str(panel[0])] + [f"{k}={fmt_key(v)}" for k, v in zip(panel_keys[1:], panel[1:])])
         ax.set(title=title, xlabel="margin α", ylabel=f"{metric} (%)" if scale == 100 else metric)
-    fig.suptitle("HeLU: mean over seeds, 95% CI (Student t); * differs from ReLU, Holm-adjusted p < 0.05\n"
-                 "(dashed: other activations, band: their CI)",
+    fig.suptitle("HeLU: mean over seeds, 95% CI (Student t)\n* differs from ReLU (Holm-adjusted p < 0.05)\n"
+                 "dashed: other activations, band: their CI",
                  fontsize=9, x=0.02, ha="left")
     _legend(fig, axes)
     return style.save(fig, out, "acc_vs_margin")
