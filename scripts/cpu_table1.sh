@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# bash scripts/cpu_table1.sh       (about an hour on 2 cores; completed runs are skipped on a rerun)
+# bash scripts/cpu_table1.sh       (~1 h 40 min on 2 cores; completed runs are skipped on a rerun)
 # Table 1's design at CPU scale (conf/experiment/cpu_table1.yaml), then its table, figures and report
 # section: results/tables/cpu_table1.*, results/figures/cpu_table1/, results/cpu_table1.md.
 set -uo pipefail
