@@ -13,7 +13,7 @@ activation and the seed; actlab.report.groups):
     (statsmodels TTestPower on the per-seed differences when paired; TTestIndPower with the pooled
     std otherwise, the equal-variance approximation of Welch's test). A row with "no significant
     difference" and an MDD of 20 points says little; one with an MDD of 0.5 says the effect is small.
-Runs are averaged per seed first, as compare does (duplicates of a seed are not replicates).
+Runs are averaged per seed first (stats.per_seed, as compare does: duplicates of a seed are not replicates).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from statsmodels.stats.power import TTestIndPower, TTestPower
 from actlab.report import paper, style
 from actlab.report.frame import is_nan
 from actlab.report.groups import is_activation_key
-from actlab.report.stats import compare, t_ci
+from actlab.report.stats import compare, per_seed, t_ci
 from actlab.report.summarize import Summary, scale_of
 from actlab.report.tables import fmt_key, fmt_num, fmt_p
 
@@ -78,15 +78,6 @@ class Comparison:
 
 
 # --- statistics ----------------------------------------------------------------------------------------
-def seed_means(values: np.ndarray, seeds: np.ndarray) -> pd.Series:
-    """Finite values averaged per seed (index: seed, sorted); an unknown seed keeps its run as is."""
-    v = pd.Series(np.asarray(values, float), index=np.asarray(seeds, float))
-    v = v[np.isfinite(v.to_numpy())]
-    if v.index.isna().any():
-        return v.reset_index(drop=True)
-    return v.groupby(level=0).mean().sort_index()
-
-
 def welch_ci(a: np.ndarray, b: np.ndarray, level: float = 1 - ALPHA) -> tuple[float, float]:
     """Welch's interval of mean(a) - mean(b) (NaN when a side has n < 2)."""
     if len(a) < 2 or len(b) < 2:
@@ -145,12 +136,12 @@ def compare_runs(ours: np.ndarray, ours_seeds: np.ndarray, base: np.ndarray, bas
                  ) -> tuple[str, int, int, float, tuple, float, float, bool]:
     """(test, n, n_base, diff, 95 % CI, p, MDD, identical) of two rows' values and seeds."""
     diff, p, test = compare(ours, ours_seeds, base, base_seeds)
-    o, b = seed_means(ours, ours_seeds), seed_means(base, base_seeds)
+    (a, _), (c, _) = per_seed(np.asarray(ours, float), np.asarray(ours_seeds, float)), per_seed(
+        np.asarray(base, float), np.asarray(base_seeds, float))
     if test == "paired":
-        d = (o - b).to_numpy()  # same seeds, aligned by the index
+        d = a - c  # the same seeds, both sorted by seed
         identical = bool(np.all(d == 0))
         return test, len(d), len(d), diff, t_ci(d), p, mdd_paired(d), identical
-    a, c = o.to_numpy(), b.to_numpy()
     return test, len(a), len(c), diff, welch_ci(a, c), p, mdd_independent(a, c), False
 
 

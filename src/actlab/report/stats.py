@@ -79,7 +79,7 @@ def interval(x: np.ndarray, method: str, mean: float | None = None, std: float |
     raise ValueError(f"unknown CI method {method!r}; one of {', '.join(CI_METHODS)}")
 
 
-def _per_seed(values: np.ndarray, seeds: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+def per_seed(values: np.ndarray, seeds: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
     """(values, their seeds) with NaN values dropped and duplicate seeds averaged; seeds None when a
     seed is unknown (the runs cannot be paired)."""
     keep = ~np.isnan(values)
@@ -122,8 +122,8 @@ def compare(ours: np.ndarray, ours_seeds: np.ndarray, base: np.ndarray, base_see
     Paired t-test when both have the same set of seeds; Welch's t-test otherwise; no p-value when a
     side has n < 2. Duplicate seeds are averaged first; NaN values are dropped.
     """
-    ours, so = _per_seed(np.asarray(ours, float), np.asarray(ours_seeds, float))
-    base, sb = _per_seed(np.asarray(base, float), np.asarray(base_seeds, float))
+    ours, so = per_seed(np.asarray(ours, float), np.asarray(ours_seeds, float))
+    base, sb = per_seed(np.asarray(base, float), np.asarray(base_seeds, float))
     if len(ours) == 0 or len(base) == 0:
         return (np.nan, np.nan, "")
     diff = float(ours.mean() - base.mean())
