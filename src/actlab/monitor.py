@@ -74,6 +74,7 @@ from torch import nn
 from actlab import dormancy
 from actlab.activations import activation_sites
 from actlab.batches import attention_mask, device_of, forward, to_device
+from actlab.hist_bins import HistBins
 from actlab.layer_stats import FeatureGram, weight_abs
 from actlab.site_stats import Z_ONLY, Site
 
@@ -142,15 +143,11 @@ class UnitStats:
         self,
         model: nn.Module,
         eps: float = EPS,
-        histogram: tuple[int, float, float] | None = None,
+        histogram: HistBins | tuple | None = None,
         count_every: int = 1,
         unit_sums: bool = False,
     ):
-        if histogram is not None:
-            bins, lo, hi = int(histogram[0]), float(histogram[1]), float(histogram[2])
-            if bins < 1 or not hi > lo:
-                raise ValueError(f"histogram needs bins >= 1 and hi > lo, got {histogram}")
-            histogram = (bins, lo, hi)
+        histogram = None if histogram is None else HistBins.of(histogram)  # raises ValueError when bad
         self.model, self.eps, self.hist_spec = model, float(eps), histogram
         if int(count_every) < 1:
             raise ValueError(f"count_every must be >= 1, got {count_every}")
@@ -310,12 +307,13 @@ class UnitStats:
     def histogram(self) -> dict[str, Any]:
         """The preact_hist.json payload: edges (bins + 1), HeLU margin or None, activation name, counts."""
         if self.hist_spec is None:
-            raise ValueError("UnitStats was built without histogram=(bins, lo, hi)")
-        bins, lo, hi = self.hist_spec
+            raise ValueError("UnitStats was built without histogram=(bins, lo, hi[, linear_width])")
+        bins = self.hist_spec.bins
         names = sorted({type(s.module).__name__ for s in self.sites})
         helus = [s.module for s in self.sites if s.kind == "helu"]
         return {
-            "edges": torch.linspace(lo, hi, bins + 1, dtype=torch.float64).tolist(),
+            "edges": self.hist_spec.edges(),
+            **self.hist_spec.describe(),
             "margin": float(f"{helus[0].margin:.7g}") if helus else None,  # rounded for display
             "activation": "+".join(names),
             "layers": {s.path: (s.hist.tolist() if s.hist is not None else [0] * bins) for s in self.sites},
@@ -326,14 +324,14 @@ def measure(
     model: nn.Module,
     batches: Iterable,
     eps: float = EPS,
-    histogram: tuple[int, float, float] | None = None,
+    histogram: HistBins | tuple | None = None,
     metrics: str | Iterable[str] | None = "default",
     previous: dict[str, torch.Tensor] | None = None,
 ) -> dict[str, Any]:
     """Dead-neuron rates of `model` on `batches`, in eval mode under no_grad; the model is left as found.
 
     A batch is a tensor, an (x, y, ...) tuple (x is fed) or a dict of model kwargs (HF; padded positions
-    excluded via its attention_mask). With histogram=(bins, lo, hi) the result also holds "preact_hist",
+    excluded via its attention_mask). With histogram=(bins, lo, hi[, linear_width]) the result also holds "preact_hist",
     the per-layer pre-activation histogram payload (see UnitStats.histogram). `metrics`: a set ("basic",
     "default", "all") or metric groups (module docstring); grad_norm is a training-time metric, ignored here.
     `previous`: the dead_fwd masks of the last measurement ({} at first), for still_dead / revived; it is

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from actlab.activations import HeLU, PReLU, derivative
+from actlab.hist_bins import HistBins
 
 Z_ONLY = ("relu", "helu")  # kinds whose statistics all follow from z (a pre-hook suffices)
 
@@ -62,7 +63,7 @@ class Site:
     |f(z)|, `active` = per-unit count of elements with f(z) != 0, `unit_n` = elements per unit seen.
     """
 
-    def __init__(self, path: str, module: nn.Module, eps: float, hist: tuple[int, float, float] | None,
+    def __init__(self, path: str, module: nn.Module, eps: float, hist: HistBins | None,
                  count_every: int = 1, unit_sums: bool = False):
         self.path, self.module, self.eps, self.hist_spec = path, module, eps, hist
         self.count_every, self.unit_sums = count_every, unit_sums
@@ -189,13 +190,10 @@ class Site:
     def _histogram(self, z: torch.Tensor) -> None:
         if self.hist_spec is None:
             return
-        bins, lo, hi = self.hist_spec
         z = z.reshape(-1)
         if torch.isnan(z).any():
             z = z[~torch.isnan(z)]
-        # Out-of-range values are clamped into the first / last bin, so counts sum to all elements.
-        idx = ((z.float().clamp(lo, hi) - lo) * (bins / (hi - lo))).floor_().long().clamp_(0, bins - 1)
-        counts = torch.bincount(idx, minlength=bins)
+        counts = torch.bincount(self.hist_spec.index(z), minlength=self.hist_spec.bins)
         self.hist = counts if self.hist is None else self.hist + counts
 
 

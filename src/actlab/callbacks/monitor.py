@@ -35,6 +35,7 @@ from torch import nn
 
 from actlab import atomic
 from actlab.batches import attention_mask, first_examples
+from actlab.hist_bins import HistBins
 from actlab.layer_stats import GradNorms
 from actlab.monitor import EPS, TRAIN_COUNT_EVERY, UnitStats, measure, resolve_metrics
 
@@ -45,8 +46,9 @@ class DeadNeuronMonitor(Callback):
     """Per-epoch dead-neuron rates on training batches and on a fixed probe set; see the module docstring.
 
     eps: threshold of |f| and |f'| (1e-6). probe_size: first K validation examples. train_stats: hook the
-    training batches (the cheap part of the work, < 3 % of a ResNet-18 step). hist_bins / hist_range:
-    the final pre-activation histogram (values outside the range land in the edge bins).
+    training batches (the cheap part of the work, < 3 % of a ResNet-18 step). hist_bins / hist_range /
+    hist_linear_width: the final pre-activation histogram, bins uniform in asinh(z / w) (null: uniform in z);
+    values outside the range land in the edge bins.
     every_n_epochs: measure on epochs where (epoch + 1) % n == 0. out_dir: where preact_hist.json goes
     (default trainer.log_dir, else default_root_dir). log_per_layer: also log the `<key>/<layer>` keys
     (history keeps them either way). module_attr: measure `pl_module.<module_attr>` when it is a module
@@ -62,7 +64,8 @@ class DeadNeuronMonitor(Callback):
         probe_size: int = 512,
         train_stats: bool = True,
         hist_bins: int = 800,
-        hist_range: tuple[float, float] = (-20.0, 20.0),
+        hist_range: tuple[float, float] = (-1e6, 1e6),
+        hist_linear_width: float | None = 0.01,
         every_n_epochs: int = 1,
         out_dir: str | None = None,
         log_per_layer: bool = True,
@@ -73,12 +76,15 @@ class DeadNeuronMonitor(Callback):
         lo, hi = (float(v) for v in hist_range)
         bad = [name for name, ok in (
             ("probe_size >= 0", probe_size >= 0), ("hist_bins >= 1", hist_bins >= 1),
-            ("hist_range lo < hi", hi > lo), ("every_n_epochs >= 1", every_n_epochs >= 1), ("eps >= 0", eps >= 0),
+            ("hist_range lo < hi", hi > lo), ("hist_linear_width null or > 0",
+                                              hist_linear_width is None or hist_linear_width > 0),
+            ("every_n_epochs >= 1", every_n_epochs >= 1), ("eps >= 0", eps >= 0),
             ("train_count_every >= 1", train_count_every >= 1)) if not ok]
         if bad:
             raise ValueError(f"DeadNeuronMonitor needs {', '.join(bad)}")
         self.eps, self.probe_size, self.train_stats = float(eps), int(probe_size), bool(train_stats)
-        self.hist_spec = (int(hist_bins), lo, hi)
+        w = None if hist_linear_width is None else float(hist_linear_width)
+        self.hist_spec = HistBins(int(hist_bins), lo, hi, w)
         self.every_n_epochs, self.out_dir = int(every_n_epochs), out_dir
         self.log_per_layer, self.module_attr = bool(log_per_layer), module_attr
         self.train_count_every = int(train_count_every)

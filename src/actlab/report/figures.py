@@ -160,6 +160,9 @@ def fig_preact_hist(df: pd.DataFrame, out: Path, run_id: str | None = None) -> l
     if tails > 0:
         ax.plot([], [], " ", label=f"outside the histogram [{edges[0]:g}, {edges[-1]:g}]: {tails:.1f}%")
     ax.set(xlabel="pre-activation z", ylabel="% of pre-activations per bin", xlim=(lo, hi))
+    if h.get("scale") == "asinh":  # bins uniform in asinh(z / w): drawn equal-width on the matching axis
+        ax.set_xscale("asinh", linear_width=float(h["linear_width"]))
+        ax.set_xlabel(f"pre-activation z (asinh axis, linear within ±{float(h['linear_width']):g})")
     ax.set_title(f"{run['dataset']}, {style.label_for(run['activation'], margin)}, all layers")
     fig.text(1.0, 0.0, str(run["run_id"]), fontsize=6, color="0.5", ha="right", va="top")
     ax.legend(loc="upper left")  # the tails are low, the peak sits at 0
