@@ -228,6 +228,14 @@ def test_paper_vs_ours_vision(tmp_path):
     paths = paper.write_paper_tables(load_frame(r), tmp_path / "tables")
     assert [p.name for p in paths] == ["paper_table1.md", "paper_table1.tex", "paper_table1.csv"]
     assert "92.84 ± 0.34" in paths[0].read_text()
+    # --paper on vision-only records: still no GLUE table (its ours column would be empty); no records: both
+    forced = paper.write_paper_tables(load_frame(r), tmp_path / "forced", force=True)
+    assert {p.stem for p in forced} == {"paper_table1"}
+    fm = tmp_path / "fm"
+    write_run(fm, "fashion_mnist", "relu", None, 0, 0.9)
+    assert {p.stem for p in paper.write_paper_tables(load_frame(fm), tmp_path / "fm_t", force=True)} == {"paper_table1"}
+    empty = paper.write_paper_tables(load_frame(r).iloc[0:0], tmp_path / "empty", force=True)
+    assert {p.stem for p in empty} == {"paper_table1", "paper_table2"}
 
 
 def test_paper_vs_ours_glue(tmp_path):
@@ -244,6 +252,8 @@ def test_paper_vs_ours_glue(tmp_path):
     assert avg["paper_reported"] == 78.02 and "78.11" in avg["note"]
     paths = paper.write_paper_tables(load_frame(r), tmp_path / "tables")
     assert {p.name for p in paths} == {"paper_table2.md", "paper_table2.tex", "paper_table2.csv"}
+    forced = paper.write_paper_tables(load_frame(r), tmp_path / "forced", force=True)
+    assert {p.stem for p in forced} == {"paper_table2"}  # GLUE-only records: no empty vision table
 
 
 # --- W&B offline -----------------------------------------------------------------------------------------

@@ -213,18 +213,20 @@ def glue_display(t: pd.DataFrame, sign: bool = False) -> pd.DataFrame:
 
 
 def write_paper_tables(df: pd.DataFrame, out: str | Path, force: bool = False, console=None) -> list[Path]:
-    """Write paper_table1.* (and paper_table2.* when GLUE runs exist) to `out`; with force even when
-    none of our runs is on the paper's datasets (ours columns then stay empty). paper_table3.* only
-    with force (--paper) and runs that `actlab int8` evaluated."""
+    """Write paper_table1.* (and paper_table2.* when GLUE runs exist) to `out`; with force also when none
+    of our runs is on the paper's datasets (ours columns then stay empty), for the records' modality: a
+    vision-only directory gets no GLUE table and the reverse (both when there are no records).
+    paper_table3.* only with force (--paper) and runs that `actlab int8` evaluated."""
     out = Path(out)
     paths: list[Path] = []
+    glue = df["dataset"].astype(str).str.lower().str.startswith("glue") if len(df) else pd.Series(dtype=bool)
     t1 = vision_table(df)
-    if force or t1["n"].sum() > 0:
+    if (force and (len(df) == 0 or not glue.all())) or t1["n"].sum() > 0:
         paths += _write(out, "paper_table1", t1, vision_display(t1),
                         "Table 1 (vision, test accuracy %): paper (mean ± its reported spread) vs ours (mean ± std over seeds)")
         _warn_pooled(console, "Table 1", t1, ("dataset", "activation", "margin"))
     t2 = glue_table(df)
-    if force or t2["n"].fillna(0).sum() > 0:
+    if (force and (len(df) == 0 or glue.any())) or t2["n"].fillna(0).sum() > 0:
         flagged = t2.loc[t2["note"] != "", ["activation", "margin", "note"]]
         caption = "Table 2 (GLUE dev scores): paper vs ours; paper Avg recomputed from its row"
         paths += _write(out, "paper_table2", t2, glue_display(t2), caption)
