@@ -267,6 +267,7 @@ def test_cli_writes_report_with_figures_and_exits_0(runs, tmp_path, capsys):
     text = out.read_text()
     links = re.findall(r"!\[\w+\]\(([^)]+\.png)\)", text)
     assert len(links) == 2 and all((out.parent / link).is_file() for link in links)  # acc_vs_margin, dead_curves
+    assert "- fig1b_preact_hist: not drawn (no preact_hist.json found)" in text  # these records have none
     printed = capsys.readouterr().out
     assert "detectable with 80 % power" in printed and f"wrote {out}" in printed
 

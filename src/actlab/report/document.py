@@ -120,7 +120,8 @@ def _figures(df: pd.DataFrame, metric: str | None, fig_dir: Path, report_dir: Pa
     """Draw the figures that apply; Markdown lines linking them (PNG) or saying why one was not drawn."""
     style.use()
     jobs = {"acc_vs_margin": lambda: figures.fig_acc_vs_margin(df, fig_dir, metric or "test/acc"),
-            "dead_curves": lambda: figures.fig_dead_curves(df, fig_dir)}
+            "dead_curves": lambda: figures.fig_dead_curves(df, fig_dir),
+            "fig1b_preact_hist": lambda: figures.fig_preact_hist(df, fig_dir)}  # the largest-margin HeLU run
     lines = []
     for name, job in jobs.items():
         try:
