@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import FuncFormatter, MaxNLocator, NullLocator
 
 from actlab.report import style
 from actlab.report.frame import is_nan, load_frame
@@ -134,6 +134,18 @@ def view_range(edges: np.ndarray, share: np.ndarray, cover: float = 99.5) -> tup
     return min(lo, 0.0), max(hi, 0.0)
 
 
+def _asinh_axis(ax, w: float, lo: float, hi: float) -> None:
+    """An asinh x-axis (linear within ±w) ticked at 0 and ±10^k from 10 w up: the default ticks crowd at 0."""
+    ax.set_xscale("asinh", linear_width=w)
+    decades = range(int(np.ceil(np.log10(10 * w))), int(np.floor(np.log10(max(abs(lo), abs(hi), 10 * w)))) + 1)
+    ticks = sorted([0.0] + [s * 10.0**k for k in decades for s in (-1, 1) if lo <= s * 10.0**k <= hi])
+    if len(ticks) >= 3:
+        ax.set_xticks(ticks)
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_locator(NullLocator())
+    ax.set_xlabel(f"pre-activation z (asinh axis: linear within ±{w:g}, logarithmic beyond)")
+
+
 def fig_preact_hist(df: pd.DataFrame, out: Path, run_id: str | None = None) -> list[Path]:
     """Fig. 1b: histogram of a trained network's pre-activations, the HeLU band (-α, 0] coloured."""
     run = _pick_hist_run(df, run_id)
@@ -161,11 +173,10 @@ def fig_preact_hist(df: pd.DataFrame, out: Path, run_id: str | None = None) -> l
         ax.plot([], [], " ", label=f"outside the histogram [{edges[0]:g}, {edges[-1]:g}]: {tails:.1f}%")
     ax.set(xlabel="pre-activation z", ylabel="% of pre-activations per bin", xlim=(lo, hi))
     if h.get("scale") == "asinh":  # bins uniform in asinh(z / w): drawn equal-width on the matching axis
-        ax.set_xscale("asinh", linear_width=float(h["linear_width"]))
-        ax.set_xlabel(f"pre-activation z (asinh axis, linear within ±{float(h['linear_width']):g})")
+        _asinh_axis(ax, float(h["linear_width"]), lo, hi)
     ax.set_title(f"{run['dataset']}, {style.label_for(run['activation'], margin)}, all layers")
     fig.text(1.0, 0.0, str(run["run_id"]), fontsize=6, color="0.5", ha="right", va="top")
-    ax.legend(loc="upper left")  # the tails are low, the peak sits at 0
+    ax.legend(loc="best", fontsize=7)
     return style.save(fig, out, "fig1b_preact_hist")
 
 
