@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import multiprocessing as mp
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -108,3 +109,6 @@ def test_a_sweep_prints_one_numbered_line_per_job_and_its_summary(tmp_path, fash
     shown = [json.loads(x) for x in log]
     assert [o["status"] for o in shown] == ["completed", "skipped", "completed", "completed"]
     assert all(o["metric"] == "test/acc" and 0 <= o["value"] <= 1 for o in shown)
+    # beside the log, what `actlab status` cannot read from its lines: the job count and the launcher
+    meta = json.loads(next((tmp_path / "runs" / "_sweeps").glob("*.json")).read_text())
+    assert (meta["jobs"], meta["host"]) == (4, socket.gethostname()) and meta["pid"] != os.getpid()

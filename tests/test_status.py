@@ -131,6 +131,28 @@ def test_counts_epochs_eta_liveness_and_errors(sweep):
     assert "runs not started yet" in line and "stale and interrupted runs until relaunched" in line
 
 
+def test_the_sweeps_job_count_gives_jobs_not_started_and_a_gone_launcher(sweep):
+    root, s = sweep
+    meta = s / "_sweeps" / "20240102-000000-2.json"  # beside the latest log: 3 of its jobs finished
+    meta.write_text(json.dumps({"jobs": 10, "host": HOST, "pid": os.getpid(), "started_at": _iso(NOW)}))
+    (found,) = status.scan(root, now=NOW)
+    assert found.log == ("latest sweep log 20240102-000000-2.jsonl: 3 of 10 jobs finished "
+                         "(1 completed, 1 failed, 1 skipped)")
+    assert "; not counted: 5 job(s) of the latest sweep not started yet, the test pass" in status.eta_line(found)
+
+    meta.write_text(json.dumps({"jobs": 10, "host": HOST, "pid": _dead_pid()}))
+    (found,) = status.scan(root, now=NOW)
+    assert found.log.endswith("3 of 10 jobs finished (1 completed, 1 failed, 1 skipped); its launching process "
+                              f"(pid {json.loads(meta.read_text())['pid']}) has ended: relaunch the same command "
+                              "to run the rest (completed runs are skipped)")
+    assert "runs not started yet (records appear only when a run starts)" in status.eta_line(found)
+
+    for bad in ("{not json", "[1]", json.dumps({"jobs": "ten", "host": 3, "pid": -1})):
+        meta.write_text(bad)
+        (found,) = status.scan(root, now=NOW)
+        assert found.log.startswith("latest sweep log 20240102-000000-2.jsonl: 3 jobs finished")
+
+
 def test_a_relaunch_holding_the_lock_is_running_and_an_old_heartbeat_is_probably_dead(tmp_path):
     s = tmp_path / "runs"
     d = _run_dir(s, "relaunched", "running", [3], lock=f"{HOST}:{os.getpid()}", started=NOW - 10 * 86400)

@@ -11,17 +11,11 @@ then a sweep ETA line and the latest sweep log (`<dir>/_sweeps/*.jsonl`), whose 
 record are listed too. Unreadable record.json files are listed, never fatal. Exit 0; 1 if RUNS_DIR is missing.
 A run's ETA: epochs left x the median `epoch_s` of its last 5 history rows, less the time since its last row
 (at most one epoch); the sweep's: the longest of its running runs' (and their sum). Only training epochs of
-runs that have a record count: the test pass and a sweep's jobs that have not started yet are unknown here.
+runs that have a record count (not the test pass); the jobs of the latest sweep that have not started are
+counted from the job count its launcher wrote beside the log (`_sweeps/<log>.json`), which also tells
+whether that launcher still runs (same host).
 
-Liveness of a `running` record, from the `.lock` text "host:pid" (the lock itself is never taken: a run
-starting at that moment would find it locked and skip itself):
-- same host: the pid must exist (os.kill(pid, 0)) and have started no later than the record
-  (/proc/<pid>/stat start time vs timings.started_at), else the pid was reused and the run is stale; a
-  relaunch that holds the lock but has not rewritten the record yet is told apart through /proc/locks.
-- other host: not verifiable from here; shown as "running on <host>?" with the age of the last heartbeat
-  (newest mtime of history.jsonl / record.json), called probably dead past 3 epochs' time + 60 s.
-Not detected: a hung process (alive, no progress: watch the heartbeat age), a run without a .lock (shown
-as unverified), a relaunch of a failed or interrupted run before it rewrites its record (old status shown).
+Liveness of a `running` record: actlab.report.liveness.
 """
 
 from __future__ import annotations
@@ -34,16 +28,15 @@ import socket
 import statistics
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 
+from actlab.report.liveness import fmt_s, heartbeat, liveness, pid_alive
 from actlab.run import lock, records
 
 LOCK = lock.NAME
 ORDER = ("completed", "running", "stale", "interrupted", "failed", "unreadable")
 KNOWN = {"completed", "running", "interrupted", "failed"}
 SKIP_DIRS = {"wandb", "_sweeps", "checkpoints"}
-START_SLACK_S = 5.0  # started_at has 1 s resolution and /proc's boot time drifts by a second or so
 ETA_WINDOW = 5  # per-epoch time: median of the last few epochs (the first one of a process may compile)
 
 
@@ -64,98 +57,12 @@ class Sweep:
     directory: str
     runs: list[Run] = field(default_factory=list)
     log: str | None = None  # the latest sweep log's summary line
+    jobs: int | None = None  # jobs the latest sweep launches, where its launcher knew
+    finished: int = 0  # lines in the latest sweep log
+    launcher_gone: bool = False  # the latest sweep's launching process has ended (same host only)
 
     def count(self, status: str) -> int:
         return sum(r.status == status for r in self.runs)
-
-
-def fmt_s(s: float | None) -> str:
-    if s is None:
-        return "?"
-    s = int(round(s))
-    if s >= 3600:
-        return f"{s // 3600}h {s % 3600 // 60:02d}m"
-    return f"{s // 60}m {s % 60:02d}s" if s >= 60 else f"{s}s"
-
-
-def _timestamp(iso) -> float | None:
-    try:
-        return datetime.fromisoformat(iso).timestamp()
-    except (TypeError, ValueError):
-        return None
-
-
-def _proc_start(pid: int) -> float | None:
-    """Unix time at which process `pid` of this host started (None where /proc cannot say)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        ticks = int(stat.rsplit(")", 1)[1].split()[19])  # field 22, starttime in clock ticks after boot
-        btime = next(int(ln.split()[1]) for ln in Path("/proc/stat").read_text().splitlines()
-                     if ln.startswith("btime "))
-        return btime + ticks / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError, StopIteration):
-        return None
-
-
-def _holds_flock(pid: int, path: Path) -> bool | None:
-    """Whether `pid` holds a lock on `path` by /proc/locks (read only); None where it cannot say."""
-    try:
-        ino = os.stat(path).st_ino
-        text = Path("/proc/locks").read_text()
-    except OSError:
-        return None
-    for line in text.splitlines():
-        parts = line.split()
-        if len(parts) > 5 and parts[1] != "->" and parts[4] == str(pid) and parts[5].rsplit(":", 1)[-1] == str(ino):
-            return True
-    return False
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process: it exists
-        return True
-    except OSError:
-        return False
-    return True
-
-
-def heartbeat(run_dir: Path) -> float | None:
-    """Newest mtime of history.jsonl and record.json (what a live run rewrites every epoch)."""
-    times = []
-    for name in (records.HISTORY, records.RECORD):
-        try:
-            times.append(os.stat(run_dir / name).st_mtime)
-        except OSError:
-            pass
-    return max(times) if times else None
-
-
-def liveness(run_dir: Path, rec: dict, now: float) -> tuple[str, str, bool]:
-    """(status, note, remote) of a record that says running: "running" or "stale"."""
-    try:
-        owner = (run_dir / LOCK).read_text().strip()
-    except OSError:
-        owner = ""
-    host, _, pid_text = owner.rpartition(":")
-    beat = heartbeat(run_dir)
-    age = f"last heartbeat {fmt_s(max(now - beat, 0.0))} ago" if beat is not None else "no heartbeat"
-    if not pid_text.isdigit() or int(pid_text) <= 0:  # os.kill(0, 0) would probe our own process group
-        return "running", f"unverified: no {LOCK} naming its process; {age}", True
-    pid = int(pid_text)
-    if host != socket.gethostname():
-        return "running", f"running on {host}? (pid {pid}, not checkable from here); {age}", True
-    if not _pid_alive(pid):
-        return "stale", f"process {pid} is gone (killed?)", False
-    started, proc = _timestamp((rec.get("timings") or {}).get("started_at")), _proc_start(pid)
-    if started is not None and proc is not None and proc > started + START_SLACK_S:
-        if _holds_flock(pid, run_dir / LOCK):
-            return "running", f"pid {pid}: relaunched, starting (record not rewritten yet)", False
-        return "stale", f"process {pid} is gone (its pid now belongs to a later process)", False
-    return "running", f"pid {pid}", False
 
 
 def epoch_time(rows: list[dict]) -> float | None:
@@ -268,12 +175,32 @@ def sweep_log(directory: Path, sweep: Sweep) -> None:
     for o in outcomes:
         counts[str(o.get("status"))] = counts.get(str(o.get("status")), 0) + 1
     said = ", ".join(f"{n} {s}" for s, n in counts.items()) or "none yet"
-    sweep.log = f"latest sweep log {logs[-1].name}: {len(outcomes)} jobs finished ({said})"
+    sweep.finished, sweep.jobs, launcher = len(outcomes), *_launcher(logs[-1].with_suffix(".json"))
+    of = f" of {sweep.jobs}" if sweep.jobs is not None else ""
+    sweep.log = f"latest sweep log {logs[-1].name}: {len(outcomes)}{of} jobs finished ({said})"
+    if launcher is not None and launcher[0] == socket.gethostname() and not pid_alive(launcher[1]):
+        sweep.launcher_gone = True
+        if sweep.jobs is not None and sweep.finished < sweep.jobs:
+            sweep.log += (f"; its launching process (pid {launcher[1]}) has ended: relaunch the same command to run "
+                          "the rest (completed runs are skipped)")
     known = {r.run_id for r in sweep.runs}
     for o in outcomes:
         if o.get("status") == "failed" and o.get("run_id") not in known:
             sweep.runs.append(Run(str(o.get("run_id") or "?"), "failed",
                                   note=f"no run record (from the sweep log): {_first_line(o.get('error'))}"))
+
+
+def _launcher(meta: Path) -> tuple[int | None, tuple[str, int] | None]:
+    """(job count, (host, pid)) from a sweep log's `.json` beside it; None where absent or unreadable."""
+    try:
+        doc = json.loads(meta.read_text())
+    except (OSError, ValueError):
+        return None, None
+    if not isinstance(doc, dict):
+        return None, None
+    jobs = doc.get("jobs") if type(doc.get("jobs")) is int and doc["jobs"] >= 0 else None
+    host, pid = doc.get("host"), doc.get("pid")
+    return jobs, ((host, pid) if isinstance(host, str) and type(pid) is int and pid > 0 else None)
 
 
 def scan(root: str | os.PathLike, now: float | None = None) -> list[Sweep]:
@@ -299,6 +226,14 @@ def counts_line(sweep: Sweep) -> str:
     return line + (f" ({remote} of the running unverified)" if remote else "")
 
 
+def _not_started(sweep: Sweep) -> str:
+    """What the ETA leaves out of the sweep's jobs that have no record yet."""
+    if sweep.jobs is None or sweep.launcher_gone:
+        return "runs not started yet (records appear only when a run starts)"
+    waiting = max(sweep.jobs - sweep.finished - sweep.count("running"), 0)
+    return f"{waiting} job(s) of the latest sweep not started yet"
+
+
 def eta_line(sweep: Sweep) -> str:
     running = [r for r in sweep.runs if r.status == "running"]
     if not running:
@@ -308,7 +243,7 @@ def eta_line(sweep: Sweep) -> str:
     line = (f"ETA: {fmt_s(max(known))} until the {len(known)} running run(s) with epoch times finish "
             f"(longest; {fmt_s(sum(known))} of run time left in all)" if known else "ETA: unknown")
     missing = len(running) - len(known)
-    not_counted = ["runs not started yet (records appear only when a run starts)", "the test pass after the last epoch"]
+    not_counted = [_not_started(sweep), "the test pass after the last epoch"]
     if missing:
         not_counted.insert(0, f"{missing} running run(s) without an epoch time yet or without max_epochs")
     if sweep.count("stale") + sweep.count("interrupted"):

@@ -1,6 +1,7 @@
 """Sweep bookkeeping through Hydra's callback API (configured under `hydra.callbacks` in train.yaml).
 
-`SweepLog`: on_multirun_start creates `<runs_dir>/_sweeps/<time>-<pid>.jsonl`; every job appends its
+`SweepLog`: on_multirun_start creates `<runs_dir>/_sweeps/<time>-<pid>.jsonl` (and beside it `.json`: the
+job count, host and pid of the launching process, for `actlab status`); every job appends its
 outcome there in on_job_end (the callback object, with the log's path, travels to joblib and SLURM
 jobs inside Hydra's context); on_multirun_end prints which runs failed and exits 1 if any did.
 `JobSetup`: per-job settings of a sweep (torch threads shared between parallel jobs; a sys.argv with
@@ -14,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import socket
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -23,6 +25,7 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from actlab import atomic
 from actlab.run import distributed, sweep_console
 
 
@@ -96,9 +99,14 @@ class SweepLog(Callback):
         self.total = sweep_console.job_count(config)
         folder = Path(config.paths.runs_dir) / "_sweeps"
         folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"{datetime.now():%Y%m%d-%H%M%S}-{os.getpid()}.jsonl"
+        now = datetime.now()
+        path = folder / f"{now:%Y%m%d-%H%M%S}-{os.getpid()}.jsonl"
         path.touch()
         self.path = str(path.resolve())
+        # what a reader of the log cannot know from its lines: how many jobs to expect, and who launches them
+        atomic.write_text(path.with_suffix(".json"), json.dumps({
+            "jobs": self.total, "host": socket.gethostname(), "pid": self.pid,
+            "started_at": now.astimezone().isoformat(timespec="seconds")}) + "\n")
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs) -> None:
         if not self.path or distributed.rank() != 0:  # rank 0 speaks for a DDP job
