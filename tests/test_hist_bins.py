@@ -85,3 +85,18 @@ def test_huge_preactivations_stay_inside_the_histogram(tmp_path, monkeypatch):
     assert float(drawn.split(": ")[1].split("%")[0]) >= 99.0, labels
     assert not any(t.startswith("outside the histogram") for t in labels)
     assert ax.get_xlim()[0] <= -5000 and ax.get_xlim()[1] >= 5000
+
+
+@pytest.mark.parametrize("text", ['{"edges": [1, 2', '[1, 2]', '{"edges": [0, 1, 2], "layers": {"a": [1]}}',
+                                  '{"edges": [0, 2, 1], "layers": {"a": [1, 1]}}',
+                                  '{"edges": [0, 1, 2], "layers": {"a": [0, 0]}}',
+                                  '{"edges": [0, 1, 2], "layers": {"a": [1, 1]}, "scale": "asinh"}'])
+def test_a_damaged_histogram_file_costs_the_figure_not_the_report(tmp_path, text):
+    from actlab.report import figures
+
+    path = tmp_path / "preact_hist.json"
+    path.write_text(text)
+    df = pd.DataFrame([{"run_id": "r", "status": "completed", "activation": "helu", "margin": 0.1,
+                        "dataset": "toy", "preact_hist": str(path)}])
+    with pytest.raises(figures.Skip, match=f"^{path} is (unreadable|not a histogram).*--run-id"):
+        figures.fig_preact_hist(df, tmp_path)

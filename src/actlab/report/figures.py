@@ -125,6 +125,26 @@ def _pick_hist_run(df: pd.DataFrame, run_id: str | None) -> pd.Series:
     return cand.sort_values(["_done", "_helu", "_m", "run_id"], kind="stable").iloc[0]
 
 
+def read_hist(path: Path) -> tuple[dict, np.ndarray, np.ndarray]:
+    """(payload, edges, counts summed over layers) of a preact_hist.json; Skip naming the file when it is
+    unreadable or not a histogram (a damaged file costs the figure, never the report)."""
+    try:
+        h = json.loads(path.read_text())
+        edges = np.asarray(h["edges"], dtype=float)
+        layers = [np.asarray(c, dtype=float) for c in h["layers"].values()]
+        counts = np.sum(layers, axis=0)
+        ok = (edges.ndim == 1 and len(edges) >= 2 and np.all(np.diff(edges) > 0) and layers
+              and all(c.shape == (len(edges) - 1,) for c in layers) and np.all(counts >= 0) and counts.sum() > 0
+              and (h.get("scale") != "asinh" or float(h["linear_width"]) > 0))
+    except (OSError, ValueError, TypeError, KeyError, AttributeError) as e:
+        raise Skip(f"{path} is unreadable ({type(e).__name__}: {e}); `actlab figures --run-id` draws another "
+                   "run's") from None
+    if not ok:
+        raise Skip(f"{path} is not a histogram (edges, per-layer counts of len(edges) - 1, a count > 0); "
+                   "`actlab figures --run-id` draws another run's")
+    return h, edges, counts
+
+
 def view_range(edges: np.ndarray, share: np.ndarray, cover: float = 99.5) -> tuple[float, float]:
     """The central x-range holding `cover` % of the histogram (whole bins), widened to include 0."""
     cum = np.cumsum(share) / max(share.sum(), 1e-300) * 100
@@ -149,9 +169,7 @@ def _asinh_axis(ax, w: float, lo: float, hi: float) -> None:
 def fig_preact_hist(df: pd.DataFrame, out: Path, run_id: str | None = None) -> list[Path]:
     """Fig. 1b: histogram of a trained network's pre-activations, the HeLU band (-α, 0] coloured."""
     run = _pick_hist_run(df, run_id)
-    h = json.loads(Path(run["preact_hist"]).read_text())
-    edges = np.asarray(h["edges"], dtype=float)
-    counts = np.sum([np.asarray(c, dtype=float) for c in h["layers"].values()], axis=0)
+    h, edges, counts = read_hist(Path(run["preact_hist"]))
     margin = h.get("margin", run.get("margin"))
     share = counts / counts.sum() * 100  # % per bin: comparable across runs and layer counts
     # The monitor clamps out-of-range values into the first and last bin: those two are tails, not
