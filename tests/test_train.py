@@ -130,6 +130,11 @@ def test_run_id_ignores_presentation_keys(tmp_path):
     base = runid.run_id(make_cfg(tmp_path))
     assert runid.run_id(make_cfg(tmp_path / "elsewhere", "trainer.enable_progress_bar=true", "logger=csv")) == base
     assert runid.run_id(make_cfg(tmp_path, "optim.lr=0.02")) != base
+    # the monitor's reporting (which metrics, the histogram's bins) is not what a run computes; its threshold is
+    mon = runid.run_id(make_cfg(tmp_path, "monitor=dead_neurons"))
+    assert runid.run_id(make_cfg(tmp_path, "monitor=dead_neurons", "monitor.metrics=all", "monitor.hist_bins=10",
+                                 "monitor.hist_range=[-1,1]", "monitor.hist_linear_width=null")) == mon
+    assert runid.run_id(make_cfg(tmp_path, "monitor=dead_neurons", "monitor.eps=0.1")) != mon
 
 
 def test_default_trainer_with_its_progress_bar_runs(tmp_path, fashion_dir):

@@ -15,11 +15,15 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 # Top-level keys that never change results.
 NOT_IDENTITY = {"paths", "force", "resume", "run_id", "logger", "tags", "hydra", "objective"}
-# Nested keys that never change results.
+# Nested keys (under a dotted group) that never change results.
+_MONITOR_REPORTING = {"metrics", "log_per_layer", "hist_bins", "hist_range", "hist_linear_width", "out_dir"}
 NOT_IDENTITY_NESTED = {
     "trainer": {"enable_progress_bar", "log_every_n_steps", "enable_model_summary"},
-    # which metrics the monitor computes: more numbers in the record, the same training
-    "monitor": {"metrics", "log_per_layer"},
+    # which metrics the monitor computes and how its final histogram is binned: more or finer numbers in
+    # the record, the same training (preact_hist.json stores its edges, record.json the settings used).
+    # The monitor group is also interpolated into callbacks.monitor, so both places drop them.
+    "monitor": _MONITOR_REPORTING,
+    "callbacks.monitor": _MONITOR_REPORTING,
 }
 
 
@@ -60,8 +64,12 @@ def identity(cfg: DictConfig) -> dict:
     data = OmegaConf.to_container(cfg, resolve=True)
     data = {k: v for k, v in data.items() if k not in NOT_IDENTITY}
     for group, keys in NOT_IDENTITY_NESTED.items():
-        if isinstance(data.get(group), dict):
-            data[group] = {k: v for k, v in data[group].items() if k not in keys}
+        node = data
+        for part in group.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict):  # data is a fresh container: dropping in place touches nothing else
+            for k in keys:
+                node.pop(k, None)
     return short_targets(data)
 
 
