@@ -22,5 +22,5 @@ status=0
     --metric test/acc dead_fwd dead_grad dormant_redo@0_025 pd --name demo_margins -q || status=1
 } > "$LOG"
 "$BIN/actlab" report "$RUNS/activations" "$RUNS/margins" --out results/REPORT.md || status=1
-echo "tables: results/tables/demo_*.md, figures: results/figures/, report: results/REPORT.md (log: $LOG)"
+echo "tables: results/tables/demo_*.md, report: results/REPORT.md, its figures: results/figures/demo_*/ (log: $LOG)"
 exit $status
