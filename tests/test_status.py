@@ -170,6 +170,23 @@ def test_a_relaunch_holding_the_lock_is_running_and_an_old_heartbeat_is_probably
     assert "probably dead" in runs["far"].note
 
 
+@pytest.mark.parametrize("old", ["failed", "interrupted"])
+def test_a_relaunched_failed_run_is_running_while_it_holds_the_lock(tmp_path, old):
+    s = tmp_path / "runs"
+    d = _run_dir(s, "again", old, [3], lock=f"{HOST}:{os.getpid()}", error="RuntimeError: boom")
+    assert status.scan(s, now=NOW)[0].runs[0].status == old  # the pid is alive but holds no lock: not a relaunch
+    fd = os.open(d / ".lock", os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        (run,) = status.scan(s, now=NOW)[0].runs
+    finally:
+        os.close(fd)
+    assert (run.status, run.note) == ("running", f"pid {os.getpid()}: relaunched after it {old}, starting "
+                                                 "(record not rewritten yet)")
+    (d / ".lock").write_text("gpu-node-7:4242\n")  # another host: not checkable, the record's word stands
+    assert status.scan(s, now=NOW)[0].runs[0].status == old
+
+
 def test_nested_sweeps_are_grouped_by_the_directory_holding_their_runs(tmp_path):
     root = tmp_path / "runs"
     _run_dir(root / "demo" / "activations", "a1", "completed", [1])

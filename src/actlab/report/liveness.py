@@ -5,8 +5,10 @@ taken: a run starting at that moment would find it locked and skip itself):
   relaunch that holds the lock but has not rewritten the record yet is told apart through /proc/locks.
 - other host: not verifiable from here; shown as "running on <host>?" with the age of the last heartbeat
   (newest mtime of history.jsonl / record.json), called probably dead past 3 epochs' time + 60 s.
+- a record that says failed or interrupted while a process of this host holds its lock (/proc/locks) is a
+  relaunch that has not rewritten the record yet: running.
 Not detected: a hung process (alive, no progress: watch the heartbeat age), a run without a .lock (shown
-as unverified), a relaunch of a failed or interrupted run before it rewrites its record (old status shown).
+as unverified), a relaunch on another host before it rewrites the record (old status shown).
 """
 
 from __future__ import annotations
@@ -109,3 +111,16 @@ def liveness(run_dir: Path, rec: dict, now: float) -> tuple[str, str, bool]:
             return "running", f"pid {pid}: relaunched, starting (record not rewritten yet)", False
         return "stale", f"process {pid} is gone (its pid now belongs to a later process)", False
     return "running", f"pid {pid}", False
+
+
+def lock_holder(run_dir: Path) -> int | None:
+    """The pid of a process of this host that holds the run's lock now (a relaunch of a failed or interrupted
+    run, before it rewrites the record); None where none does or it cannot be told."""
+    try:
+        host, _, pid_text = (run_dir / LOCK).read_text().strip().rpartition(":")
+    except OSError:
+        return None
+    if host != socket.gethostname() or not pid_text.isdigit() or int(pid_text) <= 0:
+        return None
+    pid = int(pid_text)
+    return pid if pid_alive(pid) and _holds_flock(pid, run_dir / LOCK) else None

@@ -15,7 +15,7 @@ runs that have a record count (not the test pass); the jobs of the latest sweep 
 counted from the job count its launcher wrote beside the log (`_sweeps/<log>.json`), which also tells
 whether that launcher still runs (same host).
 
-Liveness of a `running` record: actlab.report.liveness.
+Liveness of a `running` record, and a relaunch of a failed one: actlab.report.liveness.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from actlab.report.liveness import fmt_s, heartbeat, liveness, pid_alive
+from actlab.report.liveness import fmt_s, heartbeat, liveness, lock_holder, pid_alive
 from actlab.run import lock, records
 
 LOCK = lock.NAME
@@ -120,7 +120,9 @@ def _read_run(run_dir: Path, now: float) -> Run:
     rows = records.read_history(run_dir)
     run = Run(run_id, status, done=len(rows), total=total, epoch_s=epoch_time(rows))
     ckpt = "from its last checkpoint" if (run_dir / "checkpoints" / "last.ckpt").exists() else "from the start"
-    if status == "failed":
+    if status in ("failed", "interrupted") and (pid := lock_holder(run_dir)) is not None:
+        run.status, run.note = "running", f"pid {pid}: relaunched after it {status}, starting (record not rewritten yet)"
+    elif status == "failed":
         run.note = _first_line(rec.get("error"))
     elif status == "interrupted":
         run.note = f"{_first_line(rec.get('error'))}; relaunch the same command to resume {ckpt}"
