@@ -7,7 +7,8 @@ cd "$(dirname "$0")/.."
 BIN=${BIN:-.venv/bin}
 RUNS=${RUNS:-results/runs/cpu_table1}
 status=0
-"$BIN/actlab-train" -m experiment=cpu_table1 "paths.runs_dir=$RUNS" "$@" || status=1
+source scripts/sweep.sh
+sweep experiment=cpu_table1 "paths.runs_dir=$RUNS" "$@"
 "$BIN/actlab" summarize "$RUNS" --by model,activation,margin \
     --metric test/acc dead_fwd dead_grad dormant_redo@0_025 pd --name cpu_table1 --paper -q || status=1
 "$BIN/actlab" figures "$RUNS" --out results/figures/cpu_table1 -q || status=1

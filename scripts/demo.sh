@@ -12,9 +12,10 @@ BIN=${BIN:-.venv/bin}
 RUNS=${RUNS:-results/runs/demo}
 LOG=${RUNS}/demo_tables.log   # what summarize prints (their errors still reach the console)
 status=0
-"$BIN/actlab-train" -m experiment=demo_activations "paths.runs_dir=$RUNS/activations" || status=1
-"$BIN/actlab-train" -m experiment=demo_margins activation=relu,gelu activation.margin=0 "paths.runs_dir=$RUNS/margins" || status=1
-"$BIN/actlab-train" -m experiment=demo_margins activation=helu "paths.runs_dir=$RUNS/margins" || status=1
+source scripts/sweep.sh
+sweep experiment=demo_activations "paths.runs_dir=$RUNS/activations"
+sweep experiment=demo_margins activation=relu,gelu activation.margin=0 "paths.runs_dir=$RUNS/margins"
+sweep experiment=demo_margins activation=helu "paths.runs_dir=$RUNS/margins"
 
 {
 "$BIN/actlab" summarize "$RUNS/activations" --by model,activation --name demo_activations -q || status=1

@@ -8,8 +8,9 @@ cd "$(dirname "$0")/.."
 BIN=${BIN:-.venv/bin}
 RUNS=${RUNS:-results/runs/table1}
 status=0
-"$BIN/actlab-train" -m experiment=paper_table1 dataset=cifar10,cifar100 "paths.runs_dir=$RUNS" "$@" || status=1
-"$BIN/actlab-train" -m experiment=paper_table1 dataset=imagenette trainer.max_epochs=50 "paths.runs_dir=$RUNS" "$@" || status=1
+source scripts/sweep.sh
+sweep experiment=paper_table1 dataset=cifar10,cifar100 "paths.runs_dir=$RUNS" "$@"
+sweep experiment=paper_table1 dataset=imagenette trainer.max_epochs=50 "paths.runs_dir=$RUNS" "$@"
 "$BIN/actlab" summarize "$RUNS" --by dataset,activation,margin --name table1 --paper || status=1
 "$BIN/actlab" figures "$RUNS" --out results/figures/table1 || status=1
 exit $status

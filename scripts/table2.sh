@@ -9,8 +9,9 @@ cd "$(dirname "$0")/.."
 BIN=${BIN:-.venv/bin}
 RUNS=${RUNS:-results/runs/table2}
 status=0
-"$BIN/actlab-train" -m experiment=paper_glue_pretrain "paths.runs_dir=$RUNS" "$@" || status=1
-"$BIN/actlab-train" -m experiment=paper_glue "paths.runs_dir=$RUNS" "$@" || status=1
+source scripts/sweep.sh
+sweep experiment=paper_glue_pretrain "paths.runs_dir=$RUNS" "$@"
+sweep experiment=paper_glue "paths.runs_dir=$RUNS" "$@"
 "$BIN/actlab" int8 "$RUNS" || status=1
 "$BIN/actlab" summarize "$RUNS" --by dataset,activation,margin --metric test/score --name table2 --paper || status=1
 exit $status

@@ -198,6 +198,55 @@ def test_sigterm_stops_a_sweep_and_still_writes_its_log(tmp_path, fashion_dir):
     assert [r["status"] for r in _records(tmp_path).values()] == ["interrupted"]  # the other seeds never started
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)  # as a terminal's foreground job has it (xdist ignores it)
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_a_parallel_sweep_with_its_summary_not_a_traceback(tmp_path, fashion_dir):
+    """Ctrl-C reaches the joblib launcher and its workers: the workers record their runs as interrupted, the
+    launcher prints the sweep's summary and a line on resuming, exits 130, and starts no further job."""
+    proc = subprocess.Popen(_cmd(tmp_path, fashion_dir, "-m", "hydra/launcher=local", "seed=0,1,2,3",
+                                 "trainer.max_epochs=200"), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True, preexec_fn=_default_sigint)
+    deadline = time.time() + 240
+    while time.time() < deadline and len(list((tmp_path / "runs").glob("*/checkpoints/last.ckpt"))) < 2:
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-3000:]
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err[-3000:]
+    assert "sweep: 2 jobs: 0 completed" in err and "2 interrupted" in err
+    assert err.rstrip().endswith("actlab-train: interrupted by SIGINT; relaunch the same command to resume "
+                                 "(completed runs are skipped)")
+    assert sorted(r["status"] for r in _records(tmp_path).values()) == ["interrupted"] * 2  # seeds 2, 3 never ran
+
+
+def test_an_experiment_script_stops_at_a_signal_and_goes_on_after_a_failure(tmp_path):
+    """scripts/sweep.sh: a sweep that exits 128 + N ends the script with that code before the next sweep; one
+    that exits 1 (a failed run) sets status=1 and the script goes on. actlab-train is a stand-in here that
+    exits with the code its arguments name (the real exits are the test above and test_sweeps')."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "actlab-train").write_text('#!/bin/sh\necho "$@" >> "$CALLS"\nexit "${2#rc=}"\n')
+    (bin_dir / "actlab-train").chmod(0o755)
+    script = tmp_path / "scripts" / "exp.sh"
+    script.parent.mkdir()
+    (tmp_path / "scripts" / "sweep.sh").write_text((Path(__file__).parents[1] / "scripts" / "sweep.sh").read_text())
+    script.write_text('cd "$(dirname "$0")/.."\nstatus=0\nsource scripts/sweep.sh\nsweep rc=$FIRST\nsweep rc=0\n'
+                      'echo tables\nexit $status\n')
+    for first, code, calls, tables in (("0", 0, 2, True), ("1", 1, 2, True), ("130", 130, 1, False),
+                                       ("143", 143, 1, False)):
+        env = {**os.environ, "BIN": str(bin_dir), "FIRST": first, "CALLS": str(tmp_path / f"calls{first}")}
+        out = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=60)
+        assert out.returncode == code, out.stderr
+        assert len((tmp_path / f"calls{first}").read_text().splitlines()) == calls
+        assert ("tables" in out.stdout) == tables
+        if code >= 128:
+            assert out.stderr.strip() == f"exp.sh: stopped (exit {code}); rerun it to resume (completed runs are skipped)"
+
+
 # --- locks ----------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("owner", ["some-other-host:123", f"{os.uname().nodename}:1", "garbage", ""])
 def test_a_leftover_lock_file_never_blocks_a_run(tmp_path, fashion_dir, owner):

@@ -203,3 +203,18 @@ def test_job_result_is_a_float_only_when_it_has_an_objective():
     # Optuna's sweeper calls float(): a failed job must fail the cast (a FAIL trial), never be a NaN value
     with pytest.raises(TypeError, match="r2: failed, no objective"):
         float(failed)
+
+
+def test_a_signal_outranks_a_failure_in_the_sweeps_exit_code(tmp_path, capsys):
+    """A chained script stops on 128 + N; with no signal, a failure gives 1 (and never 0)."""
+    from actlab.run.sweep import report
+
+    log = tmp_path / "runs" / "_sweeps" / "20260101-000000-1.jsonl"
+    log.parent.mkdir(parents=True)
+    failed = {"run_id": "a", "status": "failed", "error": "RuntimeError: boom"}
+    stopped = {"run_id": "b", "status": "interrupted", "error": "RunInterrupted: interrupted by SIGINT", "exit_code": 130}
+    log.write_text(json.dumps(failed) + "\n" + json.dumps(stopped) + "\n")
+    assert report(log) == 130
+    log.write_text(json.dumps(failed) + "\n" + json.dumps({"run_id": "c", "status": "completed", "error": None}) + "\n")
+    assert report(log) == 1
+    assert "1 failed" in capsys.readouterr().err

@@ -14,6 +14,7 @@ any failed (actlab.run.sweep, through Hydra's callbacks).
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 from pathlib import Path
 
@@ -21,7 +22,7 @@ import hydra
 from omegaconf import DictConfig
 
 from actlab.callbacks.epoch_line import EpochLine
-from actlab.run import console, distributed, records, runid
+from actlab.run import console, distributed, records, runid, sweep
 from actlab.run.build import CONF_DIR, unwrap
 from actlab.run.interrupt import RunInterrupted
 from actlab.run.runner import RunSkipped, is_user_error, run
@@ -123,7 +124,10 @@ def main() -> None:
     """Console entry point `actlab-train`."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.raiseExceptions = False  # a read-only or full disk must not print logging tracebacks for train.log
-    _hydra_main()
+    try:
+        _hydra_main()
+    except KeyboardInterrupt:  # outside a run's own handling: e.g. a joblib sweep's launcher waiting on its jobs
+        sys.exit(sweep.stopped(signal.SIGINT))
 
 
 if __name__ == "__main__":

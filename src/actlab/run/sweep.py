@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
 import socket
 import sys
 from datetime import datetime
@@ -86,6 +87,19 @@ def _outcome(job_return: JobReturn) -> dict:
 SLURM_JOB_ENV = "ACTLAB_SLURM_JOB"  # set by actlab.run.slurm's launcher inside the jobs it runs
 
 
+_LAUNCHED: list[str] = []  # sweep logs of the sweeps this process launches (on_multirun_start)
+
+
+def stopped(signum: int) -> int:
+    """A signal ended the launching process of a sweep outside its jobs (Ctrl-C while joblib waits on its
+    workers): print the summary of what the jobs logged and one line on resuming; return 128 + signum."""
+    if _LAUNCHED:
+        report(Path(_LAUNCHED[-1]))
+    print(f"actlab-train: interrupted by {signal.Signals(signum).name}; relaunch the same command to resume "
+          "(completed runs are skipped)", file=sys.stderr, flush=True)
+    return 128 + signum
+
+
 class SweepLog(Callback):
     """One JSON line per job of a multirun; a summary and the exit code at its end."""
 
@@ -103,6 +117,7 @@ class SweepLog(Callback):
         path = folder / f"{now:%Y%m%d-%H%M%S}-{os.getpid()}.jsonl"
         path.touch()
         self.path = str(path.resolve())
+        _LAUNCHED.append(self.path)
         # what a reader of the log cannot know from its lines: how many jobs to expect, and who launches them
         atomic.write_text(path.with_suffix(".json"), json.dumps({
             "jobs": self.total, "host": socket.gethostname(), "pid": self.pid,
@@ -153,8 +168,9 @@ def _settle_locked(rows: list[dict], runs_dir: Path) -> list[dict]:
 
 
 def report(path: Path) -> int:
-    """Print the sweep's outcome and return its exit code: 1 if any job failed (or none reported), else
-    128 + N if one was stopped by signal N, else 75 if another live run holds some of its runs, else 0."""
+    """Print the sweep's outcome and return its exit code: 128 + N if a job was stopped by signal N (a script
+    that chains sweeps must stop, even where another job failed), else 1 if any job failed (or none
+    reported), else 75 if another live run holds some of its runs, else 0."""
     from rich.console import Console
 
     rows = _settle_locked(outcomes(path), Path(path).parent.parent)
@@ -170,10 +186,10 @@ def report(path: Path) -> int:
                       soft_wrap=True)
         for r in bad:
             console.print(f"  {r['run_id']}: {(r['error'] or '')[:200]}", soft_wrap=True, markup=False)
-    if counts["failed"] or not rows:
-        return 1
     if counts["interrupted"]:
         return next(r.get("exit_code") or 143 for r in rows if r["status"] == "interrupted")
+    if counts["failed"] or not rows:
+        return 1
     return 75 if counts["locked"] else 0
 
 
