@@ -203,9 +203,11 @@ def _default_sigint() -> None:
 
 
 @pytest.mark.slow
-def test_ctrl_c_stops_a_parallel_sweep_with_its_summary_not_a_traceback(tmp_path, fashion_dir):
-    """Ctrl-C reaches the joblib launcher and its workers: the workers record their runs as interrupted, the
-    launcher prints the sweep's summary and a line on resuming, exits 130, and starts no further job."""
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_stops_a_parallel_sweep_with_its_summary_not_a_traceback(tmp_path, fashion_dir, sig, code):
+    """Ctrl-C (or SIGTERM) to the joblib launcher and its workers: the workers record their runs as
+    interrupted, the launcher prints the sweep's summary and a line on resuming, exits 128 + N, and starts
+    no further job."""
     proc = subprocess.Popen(_cmd(tmp_path, fashion_dir, "-m", "hydra/launcher=local", "seed=0,1,2,3",
                                  "trainer.max_epochs=200"), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, start_new_session=True, preexec_fn=_default_sigint)
@@ -213,12 +215,12 @@ def test_ctrl_c_stops_a_parallel_sweep_with_its_summary_not_a_traceback(tmp_path
     while time.time() < deadline and len(list((tmp_path / "runs").glob("*/checkpoints/last.ckpt"))) < 2:
         assert proc.poll() is None, proc.communicate()[1][-3000:]
         time.sleep(0.1)
-    os.killpg(proc.pid, signal.SIGINT)
+    os.killpg(proc.pid, sig)
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err[-3000:]
+    assert proc.returncode == code, err[-3000:]
     assert "Traceback" not in err and "KeyboardInterrupt" not in err, err[-3000:]
     assert "sweep: 2 jobs: 0 completed" in err and "2 interrupted" in err
-    assert err.rstrip().endswith("actlab-train: interrupted by SIGINT; relaunch the same command to resume "
+    assert err.rstrip().endswith(f"actlab-train: interrupted by {sig.name}; relaunch the same command to resume "
                                  "(completed runs are skipped)")
     assert sorted(r["status"] for r in _records(tmp_path).values()) == ["interrupted"] * 2  # seeds 2, 3 never ran
 

@@ -126,8 +126,8 @@ def main() -> None:
     logging.raiseExceptions = False  # a read-only or full disk must not print logging tracebacks for train.log
     try:
         _hydra_main()
-    except KeyboardInterrupt:  # outside a run's own handling: e.g. a joblib sweep's launcher waiting on its jobs
-        sys.exit(sweep.stopped(signal.SIGINT))
+    except KeyboardInterrupt as e:  # outside a run's own handling: a joblib sweep's launcher waiting on its jobs
+        sys.exit(sweep.stopped(getattr(e, "signum", signal.SIGINT)))  # SweepStopped carries SIGTERM
 
 
 if __name__ == "__main__":

@@ -25,6 +25,26 @@ class RunInterrupted(Exception):
                          "from the last checkpoint")
 
 
+class SweepStopped(KeyboardInterrupt):
+    """SIGTERM to a sweep's launching process outside its runs: stops the sweep the way Ctrl-C does (a
+    KeyboardInterrupt, which joblib answers by stopping its workers), with the signal's own exit code."""
+
+    def __init__(self, signum: int):
+        super().__init__(f"stopped by {signal.Signals(signum).name}")
+        self.signum = signum
+
+
+def stop_sweep_on_sigterm() -> None:
+    """In a sweep's launching process (main thread): SIGTERM raises SweepStopped. A run inside that process
+    (basic launcher) swaps in its own handlers while it runs (during_run) and restores this one after."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _raise_stopped)
+
+
+def _raise_stopped(signum, frame):
+    raise SweepStopped(signum)
+
+
 def from_exception(err: BaseException) -> RunInterrupted | None:
     """The RunInterrupted an exception stands for (Lightning's SIGTERMException, Ctrl-C), else None."""
     from lightning.pytorch.utilities.exceptions import SIGTERMException
@@ -34,7 +54,7 @@ def from_exception(err: BaseException) -> RunInterrupted | None:
     if isinstance(err, SIGTERMException):
         return RunInterrupted(signal.SIGTERM)
     if isinstance(err, KeyboardInterrupt):
-        return RunInterrupted(signal.SIGINT)
+        return RunInterrupted(getattr(err, "signum", signal.SIGINT))
     return None
 
 

@@ -91,11 +91,11 @@ class SlurmLauncher(submitit_launcher.SlurmLauncher):
                  jobs[0].job_id.split("_")[0])
         try:
             return [self._wait(job, list(p[0])) for job, p in zip(jobs, params)]
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (interrupt.SweepStopped)
             array = jobs[0].job_id.split("_")[0]
             print(f"actlab-train: stopped waiting; the sweep's SLURM jobs go on (squeue -j {array}, scancel {array} "
                   "stops them); relaunching the sweep skips the runs that completed", file=sys.stderr)
-            raise SystemExit(130) from None
+            raise SystemExit(128 + getattr(e, "signum", signal.SIGINT)) from None
 
     def _wait(self, job, overrides: list[str]) -> JobReturn:
         """The job's own result, or, once SLURM says it ended without one, an outcome from its record."""

@@ -27,7 +27,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from actlab import atomic
-from actlab.run import distributed, sweep_console
+from actlab.run import distributed, interrupt, sweep_console
 
 
 class JobResult(float):
@@ -91,8 +91,8 @@ _LAUNCHED: list[str] = []  # sweep logs of the sweeps this process launches (on_
 
 
 def stopped(signum: int) -> int:
-    """A signal ended the launching process of a sweep outside its jobs (Ctrl-C while joblib waits on its
-    workers): print the summary of what the jobs logged and one line on resuming; return 128 + signum."""
+    """A signal ended the launching process of a sweep outside its jobs (Ctrl-C or SIGTERM while joblib waits
+    on its workers): print the summary of what the jobs logged and one line on resuming; return 128 + signum."""
     if _LAUNCHED:
         report(Path(_LAUNCHED[-1]))
     print(f"actlab-train: interrupted by {signal.Signals(signum).name}; relaunch the same command to resume "
@@ -118,6 +118,7 @@ class SweepLog(Callback):
         path.touch()
         self.path = str(path.resolve())
         _LAUNCHED.append(self.path)
+        interrupt.stop_sweep_on_sigterm()  # so SIGTERM to the launcher also ends with the summary, not silently
         # what a reader of the log cannot know from its lines: how many jobs to expect, and who launches them
         atomic.write_text(path.with_suffix(".json"), json.dumps({
             "jobs": self.total, "host": socket.gethostname(), "pid": self.pid,
