@@ -218,3 +218,52 @@ def test_a_signal_outranks_a_failure_in_the_sweeps_exit_code(tmp_path, capsys):
     log.write_text(json.dumps(failed) + "\n" + json.dumps({"run_id": "c", "status": "completed", "error": None}) + "\n")
     assert report(log) == 1
     assert "1 failed" in capsys.readouterr().err
+
+
+# --- the sweep log itself: Hydra turns a callback's exception into a warning, so these must exit 1 --------
+def test_a_sweep_whose_log_cannot_be_written_exits_1_before_any_job(tmp_path, fashion_dir):
+    (tmp_path / "file").write_text("not a directory")
+    out = subprocess.run(_cmd(tmp_path, fashion_dir, "-m", "seed=0,1", "trainer.max_epochs=1",
+                              f"paths.runs_dir={tmp_path / 'file' / 'runs'}"), capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 1, out.stderr[-2000:]
+    (line,) = [ln for ln in out.stderr.splitlines() if "actlab-train: error:" in ln]
+    assert "cannot write the sweep log" in line and "(Not a directory)" in line and "no job was started" in line
+    assert "Traceback" not in out.stderr and "[1/2]" not in out.stdout
+
+
+def _finished_sweep(tmp_path: Path, lines: list[str], total: int):
+    from omegaconf import OmegaConf
+
+    from actlab.run.sweep import SweepLog
+
+    log = tmp_path / "runs" / "_sweeps" / "20260101-000000-1.jsonl"
+    log.parent.mkdir(parents=True)
+    log.write_text("".join(x + "\n" for x in lines))
+    cb = SweepLog()
+    cb.path, cb.pid, cb.total = str(log), os.getpid(), total
+    return cb, OmegaConf.create({"paths": {"runs_dir": str(tmp_path / "runs")}}), log
+
+
+def test_jobs_missing_from_the_log_or_an_unreadable_log_exit_1(tmp_path, capsys):
+    done = json.dumps({"run_id": "a", "status": "completed", "error": None})
+    cb, cfg, log = _finished_sweep(tmp_path, [done, done], total=3)  # one job's line lost (a full disk)
+    with pytest.raises(SystemExit) as e:
+        cb.on_multirun_end(cfg)
+    assert e.value.code == 1 and "1 of the sweep's 3 jobs left no line in its log" in capsys.readouterr().err
+    cb.total = 2
+    cb.on_multirun_end(cfg)  # all there: exit 0 (no SystemExit)
+    log.unlink()
+    with pytest.raises(SystemExit) as e:
+        cb.on_multirun_end(cfg)
+    assert e.value.code == 1 and "cannot be read (No such file or directory)" in capsys.readouterr().err
+
+
+def test_a_cut_log_line_counts_as_a_failed_job(tmp_path, capsys):
+    from actlab.run.sweep import report
+
+    done = json.dumps({"run_id": "a", "status": "completed", "error": None})
+    _, _, log = _finished_sweep(tmp_path, [done, done[:17]], total=2)
+    assert report(log) == 1
+    err = capsys.readouterr().err
+    assert "2 jobs: 1 completed" in err and "1 failed" in err and "unreadable sweep log line" in err

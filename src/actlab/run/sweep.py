@@ -108,21 +108,28 @@ class SweepLog(Callback):
         self.pid: int | None = None  # the launching process
         self.total: int | None = None  # jobs in the sweep, where the sweeper says upfront
 
+    # Hydra turns an Exception in a callback into a warning and goes on, so a sweep log that cannot be written
+    # or read would end the sweep with exit 0 whatever its jobs did: these hooks exit 1 instead (SystemExit
+    # passes through Hydra's callback wrapper).
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         self.pid = os.getpid()
         self.total = sweep_console.job_count(config)
         folder = Path(config.paths.runs_dir) / "_sweeps"
-        folder.mkdir(parents=True, exist_ok=True)
         now = datetime.now()
         path = folder / f"{now:%Y%m%d-%H%M%S}-{os.getpid()}.jsonl"
-        path.touch()
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            path.touch()
+            # what a reader of the log cannot know from its lines: how many jobs to expect, and who launches them
+            atomic.write_text(path.with_suffix(".json"), json.dumps({
+                "jobs": self.total, "host": socket.gethostname(), "pid": self.pid,
+                "started_at": now.astimezone().isoformat(timespec="seconds")}) + "\n")
+        except OSError as e:
+            _fatal(f"cannot write the sweep log {path} ({e.strerror or e}): paths.runs_dir must be a writable "
+                   "directory with free space; no job was started")
         self.path = str(path.resolve())
         _LAUNCHED.append(self.path)
         interrupt.stop_sweep_on_sigterm()  # so SIGTERM to the launcher also ends with the summary, not silently
-        # what a reader of the log cannot know from its lines: how many jobs to expect, and who launches them
-        atomic.write_text(path.with_suffix(".json"), json.dumps({
-            "jobs": self.total, "host": socket.gethostname(), "pid": self.pid,
-            "started_at": now.astimezone().isoformat(timespec="seconds")}) + "\n")
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs) -> None:
         if not self.path or distributed.rank() != 0:  # rank 0 speaks for a DDP job
@@ -130,7 +137,11 @@ class SweepLog(Callback):
         outcome = _outcome(job_return)
         if outcome["status"] == "interrupted" and os.environ.get(SLURM_JOB_ENV):
             return  # a SLURM job requeues or ends: the requeued job, or the launcher (actlab.run.slurm), says which
-        self.append(outcome)
+        try:
+            self.append(outcome)
+        except OSError as e:  # the launcher sees the missing line and exits 1 (on_multirun_end)
+            print(f"actlab-train: error: {outcome.get('run_id')}: its outcome ({outcome['status']}) could not be "
+                  f"written to the sweep log ({e.strerror or e}); the sweep will exit 1", file=sys.stderr, flush=True)
         if outcome["status"] == "interrupted" and os.getpid() == self.pid:
             # A signal to the process that runs the sweep (basic launcher) stops the sweep, not just one job.
             report(Path(self.path))
@@ -143,13 +154,41 @@ class SweepLog(Callback):
         print(sweep_console.job_line(index, self.total, outcome), flush=True)
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
-        code = report(Path(self.path)) if self.path else 0
+        if not self.path:
+            return
+        try:
+            code = report(Path(self.path))
+            lines = len(outcomes(Path(self.path)))
+        except OSError as e:
+            _fatal(f"the sweep log {self.path} cannot be read ({e.strerror or e}): the sweep's outcome is unknown; "
+                   f"`actlab status {config.paths.runs_dir}` reads the runs' own records")
+        if not code and self.total is not None and lines < self.total:
+            _fatal(f"{self.total - lines} of the sweep's {self.total} jobs left no line in its log {self.path} (a "
+                   f"full disk?): their outcome is unknown; `actlab status {config.paths.runs_dir}` reads the runs' "
+                   "own records")
         if code:
             raise SystemExit(code)
 
 
+def _fatal(message: str):
+    print(f"actlab-train: error: {message}", file=sys.stderr, flush=True)
+    raise SystemExit(1)
+
+
 def outcomes(path: Path) -> list[dict]:
-    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    """The log's outcomes; a line that is not one (cut short by a full disk) is a failed job of unknown run."""
+    rows = []
+    for line in Path(path).read_text().splitlines():
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError:
+            row = None
+        ok = isinstance(row, dict) and row.get("status") in STATUSES
+        rows.append(row if ok else {"run_id": "?", "status": "failed",
+                                    "error": f"unreadable sweep log line: {line[:80]!r}"})
+    return rows
 
 
 STATUSES = ("completed", "skipped", "locked", "interrupted", "failed")
