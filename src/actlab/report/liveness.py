@@ -89,18 +89,23 @@ def heartbeat(run_dir: Path) -> float | None:
     return max(times) if times else None
 
 
+def _owner(run_dir: Path) -> tuple[str, int | None]:
+    """(host, pid) named by the run's .lock; pid None where it names no process."""
+    try:
+        host, _, pid_text = (run_dir / LOCK).read_text().strip().rpartition(":")
+    except OSError:
+        return "", None
+    # pid 0 is refused: os.kill(0, 0) would probe our own process group
+    return host, int(pid_text) if pid_text.isdigit() and int(pid_text) > 0 else None
+
+
 def liveness(run_dir: Path, rec: dict, now: float) -> tuple[str, str, bool]:
     """(status, note, remote) of a record that says running: "running" or "stale"."""
-    try:
-        owner = (run_dir / LOCK).read_text().strip()
-    except OSError:
-        owner = ""
-    host, _, pid_text = owner.rpartition(":")
+    host, pid = _owner(run_dir)
     beat = heartbeat(run_dir)
     age = f"last heartbeat {fmt_s(max(now - beat, 0.0))} ago" if beat is not None else "no heartbeat"
-    if not pid_text.isdigit() or int(pid_text) <= 0:  # os.kill(0, 0) would probe our own process group
+    if pid is None:
         return "running", f"unverified: no {LOCK} naming its process; {age}", True
-    pid = int(pid_text)
     if host != socket.gethostname():
         return "running", f"running on {host}? (pid {pid}, not checkable from here); {age}", True
     if not pid_alive(pid):
@@ -116,11 +121,7 @@ def liveness(run_dir: Path, rec: dict, now: float) -> tuple[str, str, bool]:
 def lock_holder(run_dir: Path) -> int | None:
     """The pid of a process of this host that holds the run's lock now (a relaunch of a failed or interrupted
     run, before it rewrites the record); None where none does or it cannot be told."""
-    try:
-        host, _, pid_text = (run_dir / LOCK).read_text().strip().rpartition(":")
-    except OSError:
+    host, pid = _owner(run_dir)
+    if pid is None or host != socket.gethostname():
         return None
-    if host != socket.gethostname() or not pid_text.isdigit() or int(pid_text) <= 0:
-        return None
-    pid = int(pid_text)
     return pid if pid_alive(pid) and _holds_flock(pid, run_dir / LOCK) else None

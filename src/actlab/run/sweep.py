@@ -157,13 +157,13 @@ class SweepLog(Callback):
         if not self.path:
             return
         try:
-            code = report(Path(self.path))
-            lines = len(outcomes(Path(self.path)))
+            rows = outcomes(Path(self.path))
         except OSError as e:
             _fatal(f"the sweep log {self.path} cannot be read ({e.strerror or e}): the sweep's outcome is unknown; "
                    f"`actlab status {config.paths.runs_dir}` reads the runs' own records")
-        if not code and self.total is not None and lines < self.total:
-            _fatal(f"{self.total - lines} of the sweep's {self.total} jobs left no line in its log {self.path} (a "
+        code = report(Path(self.path), rows)
+        if not code and self.total is not None and len(rows) < self.total:
+            _fatal(f"{self.total - len(rows)} of the sweep's {self.total} jobs left no line in its log {self.path} (a "
                    f"full disk?): their outcome is unknown; `actlab status {config.paths.runs_dir}` reads the runs' "
                    "own records")
         if code:
@@ -207,13 +207,13 @@ def _settle_locked(rows: list[dict], runs_dir: Path) -> list[dict]:
     return [settled(r) for r in rows]
 
 
-def report(path: Path) -> int:
+def report(path: Path, rows: list[dict] | None = None) -> int:
     """Print the sweep's outcome and return its exit code: 128 + N if a job was stopped by signal N (a script
     that chains sweeps must stop, even where another job failed), else 1 if any job failed (or none
-    reported), else 75 if another live run holds some of its runs, else 0."""
+    reported), else 75 if another live run holds some of its runs, else 0. `rows`: the log, if already read."""
     from rich.console import Console
 
-    rows = _settle_locked(outcomes(path), Path(path).parent.parent)
+    rows = _settle_locked(outcomes(path) if rows is None else rows, Path(path).parent.parent)
     console = Console(stderr=True)
     counts = {s: sum(r["status"] == s for r in rows) for s in STATUSES}
     console.print(f"sweep: {len(rows)} jobs: {counts['completed']} completed, {counts['skipped']} skipped "
