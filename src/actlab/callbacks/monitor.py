@@ -63,7 +63,7 @@ class DeadNeuronMonitor(Callback):
         eps: float = EPS,
         probe_size: int = 512,
         train_stats: bool = True,
-        hist_bins: int = 800,
+        hist_bins: int = 1000,
         hist_range: tuple[float, float] = (-1e6, 1e6),
         hist_linear_width: float | None = 0.01,
         every_n_epochs: int = 1,
