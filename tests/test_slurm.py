@@ -97,17 +97,26 @@ def _history(run_dir: Path) -> list[dict]:
             for row in records.read_history(run_dir)]
 
 
-def _slurm_states(job_ids: list[str]) -> list[str]:
+FINAL_STATES = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED"}
+
+
+def _slurm_states(job_ids: list[str], n_final: int | None = None, timeout: float = 60) -> list[str]:
     """States in SLURM's completion log (jobcomp/filetxt), oldest first, of these jobs (ids as SLURM_JOB_ID
-    or as submitit's <array job>_<task>)."""
-    if not COMPLETION_LOG.exists():
-        return []
-    states = []
-    for line in COMPLETION_LOG.read_text().splitlines():
-        f = dict(field.split("=", 1) for field in line.split() if "=" in field)
-        if f.get("JobId") in job_ids or f"{f.get('ArrayJobId')}_{f.get('ArrayTaskId')}" in job_ids:
-            states.append(f.get("JobState", "?"))
-    return states
+    or as submitit's <array job>_<task>). slurmctld writes a job's line after the job's result file is
+    already there for submitit (CI saw a sweep end one COMPLETED line early), so this waits up to `timeout`
+    s for `n_final` final lines (default: one per job)."""
+    n_final = len(job_ids) if n_final is None else n_final
+    deadline = time.time() + timeout
+    while True:
+        states = []
+        if COMPLETION_LOG.exists():
+            for line in COMPLETION_LOG.read_text().splitlines():
+                f = dict(field.split("=", 1) for field in line.split() if "=" in field)
+                if f.get("JobId") in job_ids or f"{f.get('ArrayJobId')}_{f.get('ArrayTaskId')}" in job_ids:
+                    states.append(f.get("JobState", "?"))
+        if sum(s in FINAL_STATES for s in states) >= n_final or time.time() > deadline:
+            return states
+        time.sleep(0.5)
 
 
 def _job_ids(results: Path) -> list[str]:
