@@ -204,11 +204,13 @@ def _default_sigint() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_a_signal_stops_a_parallel_sweep_with_its_summary_not_a_traceback(tmp_path, fashion_dir, sig, code):
-    """Ctrl-C (or SIGTERM) to the joblib launcher and its workers: the workers record their runs as
-    interrupted, the launcher prints the sweep's summary and a line on resuming, exits 128 + N, and starts
-    no further job."""
+@pytest.mark.parametrize(("sig", "code", "group"), [(signal.SIGINT, 130, True), (signal.SIGTERM, 143, True),
+                                                    (signal.SIGTERM, 143, False), (signal.SIGINT, 130, False)])
+def test_a_signal_stops_a_parallel_sweep_and_every_started_run_records_it(tmp_path, fashion_dir, sig, code, group):
+    """Ctrl-C (the signal to the whole process group) or SIGTERM to the joblib launcher alone (`kill`): the
+    running jobs record their runs as interrupted (the launcher passes the signal on and waits for them),
+    the queued jobs never start, and the launcher prints the summary and a line on resuming and exits
+    128 + N. Before, the launcher's abort killed the workers, so a run could be left `running`."""
     proc = subprocess.Popen(_cmd(tmp_path, fashion_dir, "-m", "hydra/launcher=local", "seed=0,1,2,3",
                                  "trainer.max_epochs=200"), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, start_new_session=True, preexec_fn=_default_sigint)
@@ -216,17 +218,49 @@ def test_a_signal_stops_a_parallel_sweep_with_its_summary_not_a_traceback(tmp_pa
     while time.time() < deadline and len(list((tmp_path / "runs").glob("*/checkpoints/last.ckpt"))) < 2:
         assert proc.poll() is None, proc.communicate()[1][-3000:]
         time.sleep(0.1)
-    os.killpg(proc.pid, sig)
+    if group:
+        os.killpg(proc.pid, sig)
+    else:
+        proc.send_signal(sig)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == code, err[-3000:]
     assert "Traceback" not in err and "KeyboardInterrupt" not in err, err[-3000:]
-    assert re.search(r"^sweep: [0-2] jobs: 0 completed", err, re.M), err[-3000:]
+    assert f"stopping on {sig.name}" in err
+    assert re.search(r"^sweep: 2 jobs: 0 completed, 0 skipped .*, 2 interrupted, 0 failed", err, re.M), err[-3000:]
+    assert "sweep: 2 of 4 jobs not run\n" in err  # every job that started logged its outcome
     assert err.rstrip().endswith(f"actlab-train: interrupted by {sig.name}; relaunch the same command to resume "
                                  "(completed runs are skipped)")
-    # The workers got the signal too and record their runs as interrupted, unless the launcher's abort kills
-    # one first (a race): then its record still says running, and nothing may claim to run any more.
+    recs = _records(tmp_path)  # seeds 2 and 3 never started: no record
+    assert sorted(r["config"]["seed"] for r in recs.values()) == [0, 1]
+    assert all(r["status"] == "interrupted" and sig.name in r["error"] for r in recs.values()), recs
+    (log,) = (tmp_path / "runs" / "_sweeps").glob("*.jsonl")
+    assert sorted(json.loads(x)["status"] for x in log.read_text().splitlines()) == ["interrupted"] * 2
+    assert log.with_suffix(".stop").read_text() == f"{int(sig)}\n"
+
+
+@pytest.mark.slow
+def test_a_second_ctrl_c_stops_a_parallel_sweep_at_once(tmp_path, fashion_dir):
+    """The second signal does not wait for the jobs: joblib kills its workers. A run killed before it recorded
+    stays `running`, which `actlab status` shows as stale (resumable), never as running."""
+    proc = subprocess.Popen(_cmd(tmp_path, fashion_dir, "-m", "hydra/launcher=local", "seed=0,1,2,3",
+                                 "trainer.max_epochs=200"), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True, preexec_fn=_default_sigint)
+    deadline = time.time() + 240
+    while time.time() < deadline and len(list((tmp_path / "runs").glob("*/checkpoints/last.ckpt"))) < 2:
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    while not list((tmp_path / "runs" / "_sweeps").glob("*.stop")):  # the first was handled (two at once are one)
+        assert proc.poll() is None and time.time() < deadline + 60, proc.communicate()[1][-3000:]
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-3000:]
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err[-3000:]
+    assert re.search(r"^sweep: [2-4] of 4 jobs not run \(not started, or stopped before they could record", err, re.M)
     recs = _records(tmp_path)
-    assert len(recs) == 2 and {r["status"] for r in recs.values()} <= {"interrupted", "running"}  # seeds 2, 3 never ran
+    assert len(recs) == 2 and {r["status"] for r in recs.values()} <= {"interrupted", "running"}, \
+        [(r["status"], r.get("error")) for r in recs.values()]
     from actlab.report import status
 
     time.sleep(1)  # the killed workers' pids are gone once reaped

@@ -147,6 +147,16 @@ def test_the_sweeps_job_count_gives_jobs_not_started_and_a_gone_launcher(sweep):
                               "to run the rest (completed runs are skipped)")
     assert "runs not started yet (records appear only when a run starts)" in status.eta_line(found)
 
+    stop = meta.with_suffix(".stop")  # what a stopped parallel sweep's launcher leaves (actlab.run.sweep_stop)
+    meta.write_text(json.dumps({"jobs": 10, "host": HOST, "pid": os.getpid()}))  # still alive: the marker decides
+    for text, name in (("2\n", "SIGINT"), ("15", "SIGTERM"), ("garbage", "a signal")):
+        stop.write_text(text)
+        (found,) = status.scan(root, now=NOW)
+        assert found.log.endswith(f"3 of 10 jobs finished (1 completed, 1 failed, 1 skipped); stopped by {name}: "
+                                  "relaunch the same command to run the rest (completed runs are skipped)")
+        assert "runs not started yet (records appear only when a run starts)" in status.eta_line(found)
+    stop.unlink()
+
     for bad in ("{not json", "[1]", json.dumps({"jobs": "ten", "host": 3, "pid": -1})):
         meta.write_text(bad)
         (found,) = status.scan(root, now=NOW)

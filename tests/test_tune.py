@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -85,6 +88,29 @@ def test_search_trains_margin_zero_first_then_log_uniform_and_reports_the_best(s
 
 
 @pytest.mark.slow
+@pytest.mark.slow
+def test_ctrl_c_on_a_parallel_search_records_its_trials_and_launches_no_further_batch(tmp_path, fashion_dir):
+    """Optuna launches trials in batches of n_jobs: after Ctrl-C the running batch records its runs as
+    interrupted and the launcher starts no later batch (actlab.run.local_launcher)."""
+    runs = tmp_path / "runs"
+    cmd = [sys.executable, "-m", "actlab.cli.train", "-m", "experiment=tune_margin", "hydra/launcher=local",
+           *[t for t in TINY if not t.startswith(("trainer.max_epochs", "hydra.sweeper.n_"))],
+           "trainer.max_epochs=50", "hydra.sweeper.n_trials=6", "hydra.sweeper.n_jobs=2",
+           f"paths.runs_dir={runs}", f"dataset.data_dir={fashion_dir}"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = time.time() + 240
+    while time.time() < deadline and len(list(runs.glob("*/checkpoints/last.ckpt"))) < 2:
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-3000:]
+    assert "Traceback" not in err, err[-3000:]
+    assert [r["status"] for r in _records(runs).values()] == ["interrupted"] * 2  # trials 3-6 never ran
+    assert "sweep: 4 of 6 jobs not run\n" in err
+
+
 def test_relaunch_skips_completed_trials_and_optuna_still_gets_their_values(search, fashion_dir):
     runs, _, recs, mtimes, best = search
     again = _search(runs, fashion_dir)

@@ -22,7 +22,7 @@ import hydra
 from omegaconf import DictConfig
 
 from actlab.callbacks.epoch_line import EpochLine
-from actlab.run import console, distributed, records, runid, sweep
+from actlab.run import console, distributed, records, runid, sweep, sweep_stop
 from actlab.run.build import CONF_DIR, unwrap
 from actlab.run.interrupt import RunInterrupted
 from actlab.run.runner import RunSkipped, is_user_error, run
@@ -53,6 +53,8 @@ def _hydra_main(cfg: DictConfig) -> JobResult:
     if progress != "bar":  # not part of the run identity
         cfg.trainer.enable_progress_bar = False
     rid = "?"
+    if multirun and sweep_stop.requested():  # a parallel sweep that is stopping starts no further run
+        return JobResult(None, rid, sweep.NOT_STARTED)
     try:
         rid = runid.run_id(cfg)
         rec = run(cfg, callbacks=[EpochLine()] if progress == "lines" else (), overrides=_overrides())
@@ -127,7 +129,8 @@ def main() -> None:
     try:
         _hydra_main()
     except KeyboardInterrupt as e:  # outside a run's own handling: a joblib sweep's launcher waiting on its jobs
-        sys.exit(sweep.stopped(getattr(e, "signum", signal.SIGINT)))  # SweepStopped carries SIGTERM
+        # SweepStopped carries SIGTERM, and whether every started job logged its outcome
+        sys.exit(sweep.stopped(getattr(e, "signum", signal.SIGINT), gentle=getattr(e, "gentle", False)))
 
 
 if __name__ == "__main__":

@@ -180,7 +180,11 @@ def sweep_log(directory: Path, sweep: Sweep) -> None:
     sweep.finished, sweep.jobs, launcher = len(outcomes), *_launcher(logs[-1].with_suffix(".json"))
     of = f" of {sweep.jobs}" if sweep.jobs is not None else ""
     sweep.log = f"latest sweep log {logs[-1].name}: {len(outcomes)}{of} jobs finished ({said})"
-    if launcher is not None and launcher[0] == socket.gethostname() and not pid_alive(launcher[1]):
+    stop = _stop_signal(logs[-1].with_suffix(".stop"))
+    if stop:  # Ctrl-C or SIGTERM to a parallel sweep (actlab.run.sweep_stop): its queued jobs never start
+        sweep.launcher_gone = True
+        sweep.log += f"; stopped by {stop}: relaunch the same command to run the rest (completed runs are skipped)"
+    elif launcher is not None and launcher[0] == socket.gethostname() and not pid_alive(launcher[1]):
         sweep.launcher_gone = True
         if sweep.jobs is not None and sweep.finished < sweep.jobs:
             sweep.log += (f"; its launching process (pid {launcher[1]}) has ended: relaunch the same command to run "
@@ -190,6 +194,16 @@ def sweep_log(directory: Path, sweep: Sweep) -> None:
         if o.get("status") == "failed" and o.get("run_id") not in known:
             sweep.runs.append(Run(str(o.get("run_id") or "?"), "failed",
                                   note=f"no run record (from the sweep log): {_first_line(o.get('error'))}"))
+
+
+def _stop_signal(marker: Path) -> str | None:
+    """The signal a sweep's stop marker names ("SIGINT"), "a signal" if it is unreadable, None if absent."""
+    try:
+        return signal.Signals(int(marker.read_text().strip())).name
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return "a signal"
 
 
 def _launcher(meta: Path) -> tuple[int | None, tuple[str, int] | None]:

@@ -29,9 +29,10 @@ class SweepStopped(KeyboardInterrupt):
     """SIGTERM to a sweep's launching process outside its runs: stops the sweep the way Ctrl-C does (a
     KeyboardInterrupt, which joblib answers by stopping its workers), with the signal's own exit code."""
 
-    def __init__(self, signum: int):
+    def __init__(self, signum: int, gentle: bool = False):
         super().__init__(f"stopped by {signal.Signals(signum).name}")
         self.signum = signum
+        self.gentle = gentle  # every job that started has logged its outcome (actlab.run.sweep_stop)
 
 
 def stop_sweep_on_sigterm() -> None:
@@ -55,7 +56,31 @@ def from_exception(err: BaseException) -> RunInterrupted | None:
         return RunInterrupted(signal.SIGTERM)
     if isinstance(err, KeyboardInterrupt):
         return RunInterrupted(getattr(err, "signum", signal.SIGINT))
+    if _received:  # our exception, turned into another by code that catches Exception (inspect.getfullargspec
+        return RunInterrupted(_received)  # raises TypeError('unsupported callable') from it): still the signal
     return None
+
+
+_pending: int | None = None  # a signal a sweep's worker got between its runs (defer_between_runs)
+
+
+def defer_between_runs() -> None:
+    """In a parallel sweep's worker process (main thread): SIGINT and SIGTERM between runs are noted, not
+    raised, so an idle worker survives the Ctrl-C that also reaches its launcher (loky would report it
+    as a crashed worker); a run that starts after one is interrupted at once (during_run)."""
+    if threading.current_thread() is threading.main_thread():
+        for s in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(s, _note)
+
+
+def _note(signum, frame):
+    global _pending
+    _pending = _pending or signum
+
+
+def pending() -> int | None:
+    """The signal this worker noted between runs, if any (its sweep is stopping)."""
+    return _pending
 
 
 @contextlib.contextmanager
@@ -63,18 +88,39 @@ def during_run():
     """SIGTERM, SIGINT and SIGUSR2 raise RunInterrupted in the main thread for the duration of the block
     (Lightning turns a KeyboardInterrupt into exit code 1; an exception of ours passes through it). USR2's
     default action would kill the process without a record; submitit's handler for it would exit from
-    the middle of training, leaving a `failed` record that says SystemExit."""
+    the middle of training, leaving a `failed` record that says SystemExit. Once the run is writing its
+    interrupted or failed record (hold), further signals are noted, not raised: Ctrl-C reaches a parallel
+    sweep's worker from the terminal and again from its launcher, and the second must not cut the record.
+    Until then every signal raises, so one swallowed by library code does not make the run unstoppable."""
+    global _holding, _received
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    if _pending:  # a worker whose sweep is stopping: no new run
+        raise RunInterrupted(_pending)
 
     def handler(signum, frame):
-        raise RunInterrupted(signum)
+        global _received
+        if not _holding:
+            _received = _received or signum
+            raise RunInterrupted(signum)
 
     handled = [signal.SIGTERM, signal.SIGINT, *([signal.SIGUSR2] if hasattr(signal, "SIGUSR2") else [])]
     old = {s: signal.signal(s, handler) for s in handled}
+    _holding, _received = False, None
     try:
         yield
     finally:
+        _holding, _received = False, None
         for s, h in old.items():
             signal.signal(s, h)
+
+
+_holding = False
+_received: int | None = None  # the first signal the current run got (during_run)
+
+
+def hold() -> None:
+    """The run is writing its final record: signals until the end of during_run are ignored."""
+    global _holding
+    _holding = True

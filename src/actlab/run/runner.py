@@ -133,6 +133,7 @@ def _fit(cfg: DictConfig, rid: str, run_dir: Path, config: dict, previous: dict 
         _finish_wandb(logger, 0)
         return record.data
     except BaseException as e:  # signals and Ctrl-C too: the record must say the run did not finish
+        interrupt.hold()  # a second signal must not cut the record
         err = interrupt.from_exception(e) or unwrap(e)
         if rank_zero:
             record = record or records.RunRecord(run_dir, rid, config, kind=_kind_of_config(cfg))

@@ -27,7 +27,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from actlab import atomic
-from actlab.run import distributed, interrupt, sweep_console
+from actlab.run import distributed, interrupt, sweep_console, sweep_stop
 
 
 class JobResult(float):
@@ -90,11 +90,24 @@ SLURM_JOB_ENV = "ACTLAB_SLURM_JOB"  # set by actlab.run.slurm's launcher inside 
 _LAUNCHED: list[str] = []  # sweep logs of the sweeps this process launches (on_multirun_start)
 
 
-def stopped(signum: int) -> int:
-    """A signal ended the launching process of a sweep outside its jobs (Ctrl-C or SIGTERM while joblib waits
-    on its workers): print the summary of what the jobs logged and one line on resuming; return 128 + signum."""
+def stopped(signum: int, rows: list[dict] | None = None, gentle: bool = False) -> int:
+    """A signal stopped a sweep in its launching process (Ctrl-C or SIGTERM while joblib waits on its
+    workers): print the summary of what the jobs logged, how many did not run, and one line on
+    resuming; return 128 + signum. `rows`: the log, if already read; `gentle`: every job that started
+    has logged its outcome (actlab.run.sweep_stop), so the rest never started."""
     if _LAUNCHED:
-        report(Path(_LAUNCHED[-1]))
+        path = Path(_LAUNCHED[-1])
+        try:
+            rows = outcomes(path) if rows is None else rows
+            report(path, rows)
+            total = json.loads(path.with_suffix(".json").read_text()).get("jobs")
+            if isinstance(total, int) and total > len(rows):
+                print(f"sweep: {total - len(rows)} of {total} jobs not run" + (
+                      "" if gentle else " (not started, or stopped before they could record: `actlab status` "
+                      "reads their records)"), file=sys.stderr, flush=True)
+        except (OSError, ValueError) as e:
+            print(f"actlab-train: the sweep log {path} cannot be read ({e}); `actlab status` reads the runs' "
+                  "own records", file=sys.stderr, flush=True)
     print(f"actlab-train: interrupted by {signal.Signals(signum).name}; relaunch the same command to resume "
           "(completed runs are skipped)", file=sys.stderr, flush=True)
     return 128 + signum
@@ -107,6 +120,7 @@ class SweepLog(Callback):
         self.path: str | None = None
         self.pid: int | None = None  # the launching process
         self.total: int | None = None  # jobs in the sweep, where the sweeper says upfront
+        self.parallel = False  # joblib: jobs run in worker processes of the launcher
 
     # Hydra turns an Exception in a callback into a warning and goes on, so a sweep log that cannot be written
     # or read would end the sweep with exit 0 whatever its jobs did: these hooks exit 1 instead (SystemExit
@@ -129,12 +143,22 @@ class SweepLog(Callback):
                    "directory with free space; no job was started")
         self.path = str(path.resolve())
         _LAUNCHED.append(self.path)
-        interrupt.stop_sweep_on_sigterm()  # so SIGTERM to the launcher also ends with the summary, not silently
+        self.parallel = sweep_stop.is_parallel(config.hydra.launcher)
+        if self.parallel:  # Ctrl-C or SIGTERM: running jobs record their runs, queued ones do not start
+            sweep_stop.install(path)
+        else:  # so SIGTERM to the launcher also ends with the summary, not silently
+            interrupt.stop_sweep_on_sigterm()
+
+    def on_job_start(self, config: DictConfig, **kwargs) -> None:
+        if self.parallel and self.path and os.getpid() != self.pid:
+            sweep_stop.worker_start(self.path)
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs) -> None:
         if not self.path or distributed.rank() != 0:  # rank 0 speaks for a DDP job
             return
         outcome = _outcome(job_return)
+        if outcome["status"] == NOT_STARTED:
+            return  # the sweep was stopping; the launcher counts it as not run
         if outcome["status"] == "interrupted" and os.environ.get(SLURM_JOB_ENV):
             return  # a SLURM job requeues or ends: the requeued job, or the launcher (actlab.run.slurm), says which
         try:
@@ -161,6 +185,8 @@ class SweepLog(Callback):
         except OSError as e:
             _fatal(f"the sweep log {self.path} cannot be read ({e.strerror or e}): the sweep's outcome is unknown; "
                    f"`actlab status {config.paths.runs_dir}` reads the runs' own records")
+        if sweep_stop.stopping():
+            raise SystemExit(stopped(sweep_stop.stopping(), rows, gentle=True))
         code = report(Path(self.path), rows)
         if not code and self.total is not None and len(rows) < self.total:
             _fatal(f"{self.total - len(rows)} of the sweep's {self.total} jobs left no line in its log {self.path} (a "
@@ -192,6 +218,7 @@ def outcomes(path: Path) -> list[dict]:
 
 
 STATUSES = ("completed", "skipped", "locked", "interrupted", "failed")
+NOT_STARTED = "not started"  # a job of a stopping sweep (sweep_stop): no run, no line in the log
 
 
 def _settle_locked(rows: list[dict], runs_dir: Path) -> list[dict]:
@@ -244,7 +271,7 @@ class JobSetup(Callback):
             return
         self._saved = (sys.argv, torch.get_num_threads())
         launcher = config.hydra.launcher
-        n_jobs = launcher.get("n_jobs") if "joblib" in str(launcher.get("_target_", "")) else None
+        n_jobs = launcher.get("n_jobs") if sweep_stop.is_parallel(launcher) else None
         if n_jobs and n_jobs > 0:
             torch.set_num_threads(max(1, (os.cpu_count() or 1) // n_jobs))
         # With the sweep's `-m a=1,2` in argv, every DDP rank would start the whole sweep again.
