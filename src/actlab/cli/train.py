@@ -72,8 +72,8 @@ def _hydra_main(cfg: DictConfig) -> JobResult:
         except ValueError as bad:
             return _bad_objective(bad, rid, multirun)
     except RunInterrupted as e:  # the record says interrupted; a relaunch resumes
-        print(f"actlab-train: {rid}: {e}", file=sys.stderr)
-        if not multirun:
+        if not multirun:  # a sweep's job line says it
+            print(f"actlab-train: {rid}: {e}", file=sys.stderr)
             sys.exit(e.exit_code)
         return JobResult(None, rid, "interrupted", f"{type(e).__name__}: {e}", exit_code=e.exit_code)
     except Exception as e:  # the record already says failed, with the error
