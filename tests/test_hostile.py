@@ -203,6 +203,21 @@ def _default_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)  # as a terminal's foreground job has it (xdist ignores it)
 
 
+def _parallel_sweep_training(results: Path, data: Path) -> subprocess.Popen:
+    """A joblib sweep of 4 seeds, 2 at a time, once both running jobs have written a checkpoint."""
+    proc = subprocess.Popen(_cmd(results, data, "-m", "hydra/launcher=local", "seed=0,1,2,3", "trainer.max_epochs=200"),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=_default_sigint)
+    deadline = time.time() + 240
+    while len(list((results / "runs").glob("*/checkpoints/last.ckpt"))) < 2:
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        if time.time() > deadline:
+            proc.kill()
+            pytest.fail(f"the sweep's jobs wrote no checkpoints in 240 s: {proc.communicate()[1][-3000:]}")
+        time.sleep(0.1)
+    return proc
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(("sig", "code", "group"), [(signal.SIGINT, 130, True), (signal.SIGTERM, 143, True),
                                                     (signal.SIGTERM, 143, False), (signal.SIGINT, 130, False)])
@@ -211,13 +226,7 @@ def test_a_signal_stops_a_parallel_sweep_and_every_started_run_records_it(tmp_pa
     running jobs record their runs as interrupted (the launcher passes the signal on and waits for them),
     the queued jobs never start, and the launcher prints the summary and a line on resuming and exits
     128 + N. Before, the launcher's abort killed the workers, so a run could be left `running`."""
-    proc = subprocess.Popen(_cmd(tmp_path, fashion_dir, "-m", "hydra/launcher=local", "seed=0,1,2,3",
-                                 "trainer.max_epochs=200"), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True, preexec_fn=_default_sigint)
-    deadline = time.time() + 240
-    while time.time() < deadline and len(list((tmp_path / "runs").glob("*/checkpoints/last.ckpt"))) < 2:
-        assert proc.poll() is None, proc.communicate()[1][-3000:]
-        time.sleep(0.1)
+    proc = _parallel_sweep_training(tmp_path, fashion_dir)
     if group:
         os.killpg(proc.pid, sig)
     else:
@@ -242,16 +251,14 @@ def test_a_signal_stops_a_parallel_sweep_and_every_started_run_records_it(tmp_pa
 def test_a_second_ctrl_c_stops_a_parallel_sweep_at_once(tmp_path, fashion_dir):
     """The second signal does not wait for the jobs: joblib kills its workers. A run killed before it recorded
     stays `running`, which `actlab status` shows as stale (resumable), never as running."""
-    proc = subprocess.Popen(_cmd(tmp_path, fashion_dir, "-m", "hydra/launcher=local", "seed=0,1,2,3",
-                                 "trainer.max_epochs=200"), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True, preexec_fn=_default_sigint)
-    deadline = time.time() + 240
-    while time.time() < deadline and len(list((tmp_path / "runs").glob("*/checkpoints/last.ckpt"))) < 2:
-        assert proc.poll() is None, proc.communicate()[1][-3000:]
-        time.sleep(0.1)
+    proc = _parallel_sweep_training(tmp_path, fashion_dir)
     proc.send_signal(signal.SIGINT)
+    deadline = time.time() + 60
     while not list((tmp_path / "runs" / "_sweeps").glob("*.stop")):  # the first was handled (two at once are one)
-        assert proc.poll() is None and time.time() < deadline + 60, proc.communicate()[1][-3000:]
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        if time.time() > deadline:
+            proc.kill()
+            pytest.fail(f"no stop marker 60 s after Ctrl-C: {proc.communicate()[1][-3000:]}")
         time.sleep(0.01)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
