@@ -288,3 +288,12 @@ def test_entry_point_missing_dir(tmp_path):
                         "--out", str(tmp_path / "R.md")], capture_output=True, text=True, timeout=120)
     assert p.returncode == 1 and p.stderr.strip().startswith("actlab report: no such runs dir")
     assert len(p.stderr.strip().splitlines()) == 1
+
+
+def test_figure_folders_are_named_for_the_experiment_and_never_shared():
+    from actlab.report.document import _slug
+
+    taken: set = set()
+    names = [_slug(d, taken) for d in ("results/runs/cpu_table1", "results/runs/demo/activations",
+                                       "results/runs/demo/margins/", "/abs/runs/demo/margins", "runs", ".", "a b/c")]
+    assert names == ["cpu_table1", "demo_activations", "demo_margins", "demo_margins_2", "runs", "runs_2", "a_b_c"]

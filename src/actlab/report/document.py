@@ -196,8 +196,11 @@ def section(runs_dir: str, baseline: str | None, metrics: list[str], fig_dir: Pa
 
 
 def _slug(runs_dir: str, taken: set) -> str:
-    parts = Path(os.path.normpath(runs_dir)).parts
-    slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", "_".join(p for p in parts[-2:] if p not in ("/", ".", ".."))) or "runs"
+    """The figure folder of a section: the runs dir's last two path parts, leaving out a `runs` folder
+    (results/runs/cpu_table1 -> cpu_table1, results/runs/demo/margins -> demo_margins); unique in `taken`."""
+    parts = [p for p in Path(os.path.normpath(runs_dir)).parts if p not in ("/", ".", "..")]
+    parts = parts[-2:] if len(parts) < 2 or parts[-2] != "runs" else parts[-1:]
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", "_".join(parts)) or "runs"
     base, i = slug, 2
     while slug in taken:
         slug, i = f"{base}_{i}", i + 1
