@@ -205,7 +205,7 @@ def _default_sigint() -> None:
 
 def _parallel_sweep_training(results: Path, data: Path) -> subprocess.Popen:
     """A joblib sweep of 4 seeds, 2 at a time, once both running jobs have written a checkpoint."""
-    proc = subprocess.Popen(_cmd(results, data, "-m", "hydra/launcher=local", "seed=0,1,2,3", "trainer.max_epochs=200"),
+    proc = subprocess.Popen(_cmd(results, data, "-m", "hydra/launcher=local", "seed=0,1,2,3", "trainer.max_epochs=5000"),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
                             preexec_fn=_default_sigint)
     deadline = time.time() + 240

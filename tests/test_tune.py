@@ -95,7 +95,7 @@ def test_ctrl_c_on_a_parallel_search_records_its_trials_and_launches_no_further_
     runs = tmp_path / "runs"
     cmd = [sys.executable, "-m", "actlab.cli.train", "-m", "experiment=tune_margin", "hydra/launcher=local",
            *[t for t in TINY if not t.startswith(("trainer.max_epochs", "hydra.sweeper.n_"))],
-           "trainer.max_epochs=50", "hydra.sweeper.n_trials=6", "hydra.sweeper.n_jobs=2",
+           "trainer.max_epochs=5000", "hydra.sweeper.n_trials=6", "hydra.sweeper.n_jobs=2",
            f"paths.runs_dir={runs}", f"dataset.data_dir={fashion_dir}"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
