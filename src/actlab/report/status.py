@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from actlab.report.liveness import fmt_s, heartbeat, liveness, lock_holder, pid_alive
-from actlab.run import lock, records
+from actlab.run import lock, records, sweep_stop
 
 LOCK = lock.NAME
 ORDER = ("completed", "running", "stale", "interrupted", "failed", "unreadable")
@@ -180,7 +180,7 @@ def sweep_log(directory: Path, sweep: Sweep) -> None:
     sweep.finished, sweep.jobs, launcher = len(outcomes), *_launcher(logs[-1].with_suffix(".json"))
     of = f" of {sweep.jobs}" if sweep.jobs is not None else ""
     sweep.log = f"latest sweep log {logs[-1].name}: {len(outcomes)}{of} jobs finished ({said})"
-    stop = _stop_signal(logs[-1].with_suffix(".stop"))
+    stop = sweep_stop.stopped_by(logs[-1])
     if stop:  # Ctrl-C or SIGTERM to a parallel sweep (actlab.run.sweep_stop): its queued jobs never start
         sweep.launcher_gone = True
         sweep.log += f"; stopped by {stop}: relaunch the same command to run the rest (completed runs are skipped)"
@@ -194,16 +194,6 @@ def sweep_log(directory: Path, sweep: Sweep) -> None:
         if o.get("status") == "failed" and o.get("run_id") not in known:
             sweep.runs.append(Run(str(o.get("run_id") or "?"), "failed",
                                   note=f"no run record (from the sweep log): {_first_line(o.get('error'))}"))
-
-
-def _stop_signal(marker: Path) -> str | None:
-    """The signal a sweep's stop marker names ("SIGINT"), "a signal" if it is unreadable, None if absent."""
-    try:
-        return signal.Signals(int(marker.read_text().strip())).name
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError):
-        return "a signal"
 
 
 def _launcher(meta: Path) -> tuple[int | None, tuple[str, int] | None]:

@@ -26,8 +26,10 @@ class RunInterrupted(Exception):
 
 
 class SweepStopped(KeyboardInterrupt):
-    """SIGTERM to a sweep's launching process outside its runs: stops the sweep the way Ctrl-C does (a
-    KeyboardInterrupt, which joblib answers by stopping its workers), with the signal's own exit code."""
+    """A signal that stops a sweep in its launching process, outside its runs (SIGTERM to a basic or SLURM
+    launcher; a parallel sweep's second signal, or its end once stopping: actlab.run.sweep_stop): handled as
+    Ctrl-C is (a KeyboardInterrupt, which joblib answers by stopping its workers), with the signal's own
+    exit code."""
 
     def __init__(self, signum: int, gentle: bool = False):
         super().__init__(f"stopped by {signal.Signals(signum).name}")
@@ -62,6 +64,8 @@ def from_exception(err: BaseException) -> RunInterrupted | None:
 
 
 _pending: int | None = None  # a signal a sweep's worker got between its runs (defer_between_runs)
+_holding = False  # the current run is writing its final record (hold)
+_received: int | None = None  # the first signal the current run got (during_run)
 
 
 def defer_between_runs() -> None:
@@ -114,10 +118,6 @@ def during_run():
         _holding, _received = False, None
         for s, h in old.items():
             signal.signal(s, h)
-
-
-_holding = False
-_received: int | None = None  # the first signal the current run got (during_run)
 
 
 def hold() -> None:

@@ -28,6 +28,17 @@ def marker_of(log: str | os.PathLike) -> Path:
     return Path(log).with_suffix(".stop")
 
 
+def stopped_by(log: str | os.PathLike) -> str | None:
+    """The signal a sweep's stop marker names ("SIGINT"), "a signal" if it is unreadable, None if the sweep
+    was not stopped this way (for `actlab status`)."""
+    try:
+        return signal.Signals(int(marker_of(log).read_text().strip())).name
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return "a signal"
+
+
 def install(log: str | os.PathLike) -> None:
     """In the launching process of a joblib sweep (main thread): the first SIGINT or SIGTERM stops the
     sweep gently (module docstring), a second at once."""
